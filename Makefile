@@ -1,0 +1,49 @@
+# astlab — every target creates .venv on first use, so a fresh clone needs nothing preinstalled.
+SHELL := /bin/bash
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export HF_HUB_OFFLINE ?= 1
+export MPLBACKEND ?= Agg
+
+.PHONY: install demo test sync-check nbtest pytest readme bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job on the embedded default data, on CPU
+demo: install
+	$(VENV)/bin/astlab-sim --out results/controller_sim.png
+
+## Everything CI checks
+test: install sync-check nbtest pytest
+
+## Fails when nbdev-export / nbdev-clean would change a tracked file (library and notebooks out of sync)
+sync-check: install
+	@before="$$(git status --porcelain -- astlab nbs; git diff -- astlab nbs | sha1sum)"; \
+	$(VENV)/bin/nbdev-export && $(VENV)/bin/nbdev-clean; \
+	after="$$(git status --porcelain -- astlab nbs; git diff -- astlab nbs | sha1sum)"; \
+	if [ "$$before" != "$$after" ]; then \
+	  echo "nbdev-export/nbdev-clean changed files: notebooks and astlab/ were out of sync:"; git status --short -- astlab nbs; exit 1; \
+	fi; echo "sync-check: notebooks, library and cleaning in sync"
+
+nbtest: install
+	$(VENV)/bin/nbdev-test --n-workers 2
+
+pytest: install
+	$(PY) -m pytest -q
+
+## Re-render README.md from nbs/index.ipynb (a test checks they agree)
+readme: install
+	$(PY) tools/render_readme.py
+
+bench: install
+	@echo "benchmarks arrive with the performance issue"
+
+clean:
+	rm -rf results _proc _docs build dist *.egg-info
