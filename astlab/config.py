@@ -88,6 +88,9 @@ class TrainingConfig:
     early_stop_patience:Optional[int]=_f(None, ge=1) # epochs without improvement before stopping
     seed:int=_f(0, ge=0) # seeds python, numpy and torch
     device:str='auto' # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps', ...
+    channels_last:bool=True # channels_last memory format on CUDA (ignored on CPU)
+    compile:bool=False # torch.compile the model on CUDA (ignored on CPU)
+    progress:bool=True # show a progress bar with activation rate, threshold and loss
 
 @dataclass
 class LoggingConfig:
