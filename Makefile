@@ -18,7 +18,9 @@ install: $(STAMP)
 
 ## The main job on the embedded default data, on CPU
 demo: install
-	$(VENV)/bin/astlab-sim --out results/controller_sim.png
+	$(VENV)/bin/astlab-sweep configs/digits_ast.yaml configs/digits_full.yaml configs/digits_random.yaml \
+	    --output-log results/digits/sweep_log.jsonl --no-progress
+	$(VENV)/bin/astlab-analyze --results-dir results/digits --plot
 
 ## Everything CI checks
 test: install sync-check nbtest pytest

@@ -176,8 +176,11 @@ class ASTSelector(Selector):
                  min_active:int=2,                # floor on selected samples per batch (never below 2, BatchNorm)
                  ema:float=0.0,                   # smoothing of the measured rate in the controller, 0 = off
                  kp_warmup_epochs:int=0,          # epochs over which kp ramps up
-                 ki_warmup_epochs:int=0):         # epochs over which ki ramps up
-        self.target, self.min_active = _check_target(target), min_active
+                 ki_warmup_epochs:int=0,          # epochs over which ki ramps up
+                 normalize:str='batch'):          # 'batch': threshold relative to the batch's median score; 'none': absolute
+        if normalize not in ('batch', 'none'): raise ValueError(f"normalize must be 'batch' or 'none', got {normalize!r}")
+        self.target, self.min_active, self.normalize = _check_target(target), min_active, normalize
+        self.score_threshold = None
         self.controller = PIController(target, kp=kp, ki=ki, threshold=initial_threshold, min_threshold=min_threshold,
                                        max_threshold=max_threshold, ema=ema, kp_warmup_epochs=kp_warmup_epochs,
                                        ki_warmup_epochs=ki_warmup_epochs)
@@ -188,9 +191,12 @@ class ASTSelector(Selector):
         return self.controller.threshold
 
     def select(self, scores, state):
-        "scores >= threshold; feed the raw rate to the controller; then the min_active top-up."
-        mask = scores >= self.controller.threshold
-        if state.n == 0: return mask
+        "scores >= threshold (× batch median if normalising); feed the raw rate to the controller; then the min_active top-up."
+        if state.n == 0: return scores >= self.controller.threshold
+        thr = self.controller.threshold
+        if self.normalize == 'batch': thr = thr * scores.detach().float().median().clamp_min(1e-12)
+        mask = scores >= thr
+        self.score_threshold = thr
         self._last_rate = mask.float().mean().item()
         self.controller.update(self._last_rate)
         return enforce_min_active(mask, scores, self.min_active)
@@ -201,7 +207,7 @@ class ASTSelector(Selector):
 
     def state_dict(self) -> dict:
         "Method name and the controller's state (threshold, integral, EMA, gain)."
-        return {**super().state_dict(), 'controller': self.controller.state_dict()}
+        return {**super().state_dict(), 'controller': self.controller.state_dict(), 'normalize': self.normalize}
 
     def load_state_dict(self, d:dict):
         "Restore the controller from a `state_dict`."
@@ -283,6 +289,7 @@ def make_selector(method:str,                   # one of `SELECTORS`: ast, rando
                   ki_warmup_epochs:int=0,       # ast: epochs over which ki ramps up
                   sb_beta:float|None=None,      # sb: selectivity exponent; None = 1/target - 1
                   sb_history:int=1024,          # sb: number of recent scores for the percentile
+                  normalize:str='batch',        # ast: threshold relative to the batch median ('batch') or absolute ('none')
                  ) -> Selector:
     "Build the selector called `method` from flat options; each class takes the options it names."
     if method not in SELECTORS:
@@ -290,6 +297,6 @@ def make_selector(method:str,                   # one of `SELECTORS`: ast, rando
     cls = SELECTORS[method]
     opts = dict(target=target, kp=kp, ki=ki, initial_threshold=initial_threshold, min_threshold=min_threshold,
                 max_threshold=max_threshold, min_active=min_active, ema=ema, kp_warmup_epochs=kp_warmup_epochs,
-                ki_warmup_epochs=ki_warmup_epochs, beta=sb_beta, history=sb_history)
+                ki_warmup_epochs=ki_warmup_epochs, beta=sb_beta, history=sb_history, normalize=normalize)
     params = inspect.signature(cls).parameters
     return cls(**{k: v for k, v in opts.items() if k in params})

@@ -77,28 +77,36 @@ def test_topk_exact_and_highest():
         assert s[m].min() > s[~m].max()
 
 
+@pytest.mark.parametrize("normalize", ["batch", "none"])
 @pytest.mark.parametrize("target", [0.1, 0.25, 0.5])
-def test_ast_tracks_target(target):
-    rates, counts, _ = _stream(ASTSelector(target), n_batches=600)
+def test_ast_tracks_target(target, normalize):
+    rates, counts, _ = _stream(ASTSelector(target, normalize=normalize), n_batches=600)
     assert abs(rates[200:].mean().item() - target) < 0.03
     assert counts.min() >= 2
 
 
 @pytest.mark.parametrize("scale", [1e-3, 1e3])
 def test_ast_tracks_target_on_any_scale(scale):
-    # the controller works on log-threshold: a score scale 1000x off the initial threshold is still reached
-    rates, _, _ = _stream(ASTSelector(0.25), n_batches=800, scale=scale)
+    # the controller works on log-threshold: a score scale 1000x off the initial (absolute) threshold is still reached
+    rates, _, _ = _stream(ASTSelector(0.25, normalize='none'), n_batches=800, scale=scale)
     assert abs(rates[-300:].mean().item() - 0.25) < 0.03
 
 
+def test_ast_relative_threshold_is_scale_free():
+    s = torch.empty(64).exponential_(generator=torch.Generator().manual_seed(0))
+    a, b = ASTSelector(0.25), ASTSelector(0.25)
+    for k in range(50):   # a level jump of 1000x between batches changes nothing in relative mode
+        assert torch.equal(a(s, SelectionState(n=64)), b(s * (1000.0 if k % 2 else 1.0), SelectionState(n=64)))
+
+
 def test_ast_uses_threshold_before_update_and_raw_rate():
-    sel = ASTSelector(0.25, initial_threshold=1.0)
+    sel = ASTSelector(0.25, initial_threshold=1.0, normalize='none')
     s = torch.tensor([0.5, 1.0, 1.5, 2.0, 0.1, 0.2, 0.3, 0.4])
     m = sel(s, SelectionState(n=8))
     assert torch.equal(m, s >= 1.0)
     assert sel.last_rate == 0.375
     assert sel.threshold > 1.0  # too many active => threshold rises
-    sel = ASTSelector(0.25, initial_threshold=1.0)
+    sel = ASTSelector(0.25, initial_threshold=1.0, normalize='none')
     sel(torch.full((8,), 0.01), SelectionState(n=8))
     assert sel.threshold < 1.0  # too few active => threshold falls
 
