@@ -65,6 +65,7 @@ class ASTConfig:
     ki_warmup_epochs:int=_f(0, ge=0) # epochs over which ki ramps up from 0
     ema:float=_f(0.0, ge=0, lt=1) # smoothing of the measured active rate (0: none)
     normalize:str=_f('batch', choices=('batch', 'none')) # ast: threshold relative to each batch's median score, or absolute
+    bn_stats:str=_f('subset', choices=('subset', 'score')) # train-pass BatchNorm: whole-batch stats from the score pass, or the subset's own
     entropy_weight:float=_f(1.0, ge=0) # significance = loss + entropy_weight * entropy
     min_active:int=_f(2, ge=1) # train on at least this many samples per batch (>= 2 for BatchNorm)
     sb_beta:float=_f(1.0, ge=0) # sb (selective backprop): selection probability = percentile ** sb_beta

@@ -5,6 +5,7 @@
 # %% ../nbs/07a_sparse.ipynb #2
 from __future__ import annotations
 import torch
+from contextlib import nullcontext
 from .learner import Callback
 from .selection import Selector, SelectionState, make_selector
 from .significance import get_scorer
@@ -55,8 +56,10 @@ class SelectionCB(Callback):
                  selector:Selector,        # turns scores into a mask (see `astlab.selection`)
                  scorer=None,              # (logits, targets) -> per-sample scores; default: significance
                  generator:torch.Generator|None=None, # RNG for random selections
-                 postfix_every:int=10):    # batches between progress-bar updates (each costs a host sync)
+                 postfix_every:int=10,     # batches between progress-bar updates (each costs a host sync)
+                 bn_stats:str='subset'):   # train-pass BatchNorm: 'subset' (its own stats) or 'score' (whole-batch stats)
         self.selector, self.scorer = selector, scorer or get_scorer('significance')
+        self.bn_stats = bn_stats
         self.generator, self.postfix_every = generator, postfix_every
         self.epoch_stats, self.bn = None, None
 
@@ -70,8 +73,8 @@ class SelectionCB(Callback):
         L = self.learn; x, y = L.xb, L.yb; n = len(y)
         scores = None
         if self.selector.needs_scores:
-            if self.bn is None: self.bn = BatchStats(L.model)
-            with torch.no_grad(), L.autocast(), self.bn.capture():
+            if self.bn is None and self.bn_stats == 'score': self.bn = BatchStats(L.model)
+            with torch.no_grad(), L.autocast(), (self.bn.capture() if self.bn else nullcontext()):
                 logits = L.model(x)
             scores = self.scorer(logits, y)
             self.correct += (logits.argmax(1) == y).sum(); self.acc_n += n; self.scored += n
@@ -82,7 +85,7 @@ class SelectionCB(Callback):
         if self.selector.last_rate is not None: self.rates.append(self.selector.last_rate)
         if self.selector.name != 'full': L.xb, L.yb = x[mask], y[mask]   # `L.idx` stays whole: `L.idx[L.selected]`
         L.selected = mask
-        if scores is not None: self.bn.apply()
+        if scores is not None and self.bn is not None: self.bn.apply()
 
     def after_pred(self):
         if self.learn.training and not self.selector.needs_scores:

@@ -152,7 +152,7 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     energy = EnergyMeter(device, tdp_watts=cfg.metrics.gpu_tdp_watts)
     hist = HistoryCB(RunMeter(flops, energy), jsonl_path=cfg.logging.jsonl_path)
     nonfinite = NonFiniteCB()
-    cbs = [SelectionCB(selector, get_scorer(a.scorer, entropy_weight=a.entropy_weight), generator=gen),
+    cbs = [SelectionCB(selector, get_scorer(a.scorer, entropy_weight=a.entropy_weight), generator=gen, bn_stats=a.bn_stats),
            LRSchedCB(t.lr, t.min_lr, total_steps=steps_per_epoch*t.epochs, warmup_steps=steps_per_epoch*t.warmup_epochs),
            hist, nonfinite]
     if t.early_stop_patience: cbs.append(EarlyStopCB(t.early_stop_patience))
