@@ -47,6 +47,7 @@ class PIController:
         self._lo, self._hi = math.log(max(min_threshold, _TINY)), math.log(min(hi, _HUGE))
         self.u = min(max(math.log(max(threshold, _TINY)), self._lo), self._hi)
         self.integral, self.rate, self.gain, self.epoch = 0.0, None, 1.0, 0
+        self._slope = 1.0/(target*-math.log(target)) if target < 1 else 1.0   # |h'(target)|
         self._prev_err, self._cov, self._var, self.steps = 0.0, 0.0, 1e-6, 0
 
     @property
@@ -75,15 +76,16 @@ class PIController:
         if not math.isfinite(a): return self.threshold          # never let NaN into the state
         if not -1e-6 <= a <= 1 + 1e-6: raise ValueError(f"activation rate must be in [0, 1], got {a}")
         self.rate = a if (self.rate is None or self.ema == 0) else self.ema*self.rate + (1 - self.ema)*a
-        e = _h(self.target) - _h(self.rate)                        # > 0 when too many are active
+        e = _h(self.target) - _h(self.rate)                        # P: > 0 when too many are active
+        lin = (self.rate - self.target) * self._slope              # I: the same error, linearised at the target
         if self.adapt: self._adapt(e)
         kp, ki = self.kp*self._ramp(self.kp_warmup_epochs), self.ki*self._ramp(self.ki_warmup_epochs)
         saturated = self.rate <= 0.0 or self.rate >= 1.0
         i_max = 0.5*self.kp/self.ki if self.ki > 0 else 0.0
-        integral = self.integral if (saturated and e*self.integral > 0) else min(max(self.integral + e, -i_max), i_max)
+        integral = self.integral if (saturated and lin*self.integral > 0) else min(max(self.integral + lin, -i_max), i_max)
         du = self.gain*(kp*e + ki*integral)
         u = self.u + min(max(du, -self.max_step), self.max_step)
-        if (u >= self._hi and e > 0) or (u <= self._lo and e < 0): integral = self.integral  # anti-windup at bounds
+        if (u >= self._hi and lin > 0) or (u <= self._lo and lin < 0): integral = self.integral  # anti-windup at bounds
         self.integral, self.u = integral, min(max(u, self._lo), self._hi)
         self.steps += 1
         return self.threshold

@@ -21,8 +21,8 @@ from .config import Config, config_from_dict
 # %% auto #0
 __all__ = ['SPLIT_SEED', 'IMAGENET_MEAN', 'IMAGENET_STD', 'DATASET_TYPES', 'DataError', 'IndexedDataset', 'collate_indexed',
            'stratified_pick', 'TensorImages', 'DataBundle', 'describe', 'train_transform', 'val_transform',
-           'BadImageWarning', 'ImageDataset', 'ImageFiles', 'HFImages', 'get_datasets', 'AstDataLoader',
-           'get_dataloaders']
+           'BadImageWarning', 'ImageDataset', 'ImageFiles', 'dataset_label', 'HFImages', 'get_datasets',
+           'AstDataLoader', 'get_dataloaders']
 
 # %% ../nbs/04_data.ipynb #5
 class DataError(ValueError):
@@ -276,7 +276,7 @@ def _folder_samples(path, # ImageFolder root
                         "add images or remove the folder(s).")
     return classes, samples
 
-def _run_name(path) -> str:
+def dataset_label(path) -> str:
     "A short name for a dataset at `path`: the folder's name, or its parent's for '.../train'."
     p = Path(str(path).rstrip('/\\')).expanduser()
     name = p.parent.name if p.name.lower() in ('train', 'training', 'trn') and p.parent.name else p.name
@@ -296,7 +296,7 @@ def _folder(cfg:Config) -> DataBundle:
     val = [val[i] for i in _cap([c for _, c in val], _val_cap(d))]
     return DataBundle(IndexedDataset(ImageFiles(train, train_transform(S), d.on_bad_image)),
                       IndexedDataset(ImageFiles(val, val_transform(S), d.on_bad_image)),
-                      len(classes), classes, S, _run_name(d.train_dir))
+                      len(classes), classes, S, dataset_label(d.train_dir))
 
 # %% ../nbs/04_data.ipynb #34
 class HFImages(ImageDataset):
@@ -425,7 +425,7 @@ def _hf(cfg:Config) -> DataBundle:
     tr, va = _cap(y, d.num_samples), _cap(yv, _val_cap(d))
     if len(tr) < len(y): train, y = train.select(tr), y[tr]
     if len(va) < len(yv): val, yv = val.select(va), yv[va]
-    name = _run_name(d.name) + (f"-{d.config}" if d.config else '')
+    name = dataset_label(d.name) + (f"-{d.config}" if d.config else '')
     mk = lambda ds, labels, tf: IndexedDataset(HFImages(ds, d.image_column, labels, tf, d.on_bad_image, name))
     return DataBundle(mk(train, y, train_transform(S)), mk(val, yv, val_transform(S)), len(classes), classes, S, name)
 

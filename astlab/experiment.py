@@ -11,9 +11,11 @@ from fastcore.script import call_parse
 from .config import Config, ConfigError, load_config
 from .data import DataError
 from .train import train, run_name, atomic_write_text
+from .checkpoint import CheckpointError
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'build_config', 'summarize', 'run_experiment', 'run_cli', 'completed_results', 'sweep', 'sweep_cli']
+__all__ = ['USER_ERRORS', 'build_config', 'summarize', 'exit_code', 'run_experiment', 'run_cli', 'completed_results', 'sweep',
+           'sweep_cli']
 
 # %% ../nbs/09_experiment.ipynb #5
 def build_config(config:str|None=None, # YAML/JSON config file (None: defaults)
@@ -34,20 +36,29 @@ def summarize(res:dict) -> dict:
                 activation_rate=round(sum(r['activation_rate'] for r in h)/len(h), 4) if h else None,
                 gflops=round(res['totals']['flops']/1e9, 2), wall_s=round(res['totals']['wall_s'], 1),
                 energy_kj=round(res['totals']['energy_j']/1e3, 3), energy_source=res['energy_source'],
-                complete=res['complete'], results_path=res['results_path'])
+                complete=res['complete'], stop_reason=res['stop_reason'], results_path=res['results_path'])
 
-def run_experiment(config=None, overrides=(), progress=None, **shortcuts) -> dict:
-    "Train one config; returns `summarize(results)`."
-    return summarize(train(build_config(config, overrides, **shortcuts), progress=progress))
+def exit_code(summary:dict) -> int:
+    "0, or 128 + the signal number when a signal stopped the run (143 for SIGTERM, 130 for SIGINT)."
+    import signal
+    r = summary.get('stop_reason') or ''
+    return 128 + signal.Signals[r.split(':', 1)[1]].value if r.startswith('signal:') else 0
+
+def run_experiment(config=None, overrides=(), progress=None, resume=None, **shortcuts) -> dict:
+    "Train one config (optionally resuming: 'auto' or a checkpoint path); returns `summarize(results)`."
+    return summarize(train(build_config(config, overrides, **shortcuts), progress=progress, resume=resume))
 
 # %% ../nbs/09_experiment.ipynb #7
-USER_ERRORS = (ConfigError, DataError)
+USER_ERRORS = (ConfigError, DataError, CheckpointError)
 
 def _guard(fn, debug=False):
     try: return fn()
     except USER_ERRORS as e:
         if debug: raise
         print(f"error: {e}", file=sys.stderr); return 2
+    except FloatingPointError as e:                 # training diverged (NonFiniteCB): say so, no traceback
+        if debug: raise
+        print(f"error: {e}", file=sys.stderr); return 3
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr); return 130
 
@@ -59,13 +70,15 @@ def run_cli(config:str=None,                # YAML/JSON config file (default: bu
             target_activation:float=None,   # ast.target_activation, fraction in (0, 1]
             jsonl_path:str=None,            # logging.jsonl_path: per-epoch JSON lines log
             set:Annotated[str, "config overrides KEY=VALUE, e.g. training.lr=0.05", {'nargs': '*'}]=None,
+            resume:str=None,                # 'auto': continue this run's last checkpoint if any; or a checkpoint path
             no_progress:bool=False,         # hide the progress bar
             debug:bool=False):              # show tracebacks for config/data errors
     "Train one run from a config; prints a JSON summary with the results path."
     def go():
-        s = run_experiment(config, set or (), progress=False if no_progress else None, output_dir=output_dir,
-                           epochs=epochs, target_activation=target_activation, jsonl_path=jsonl_path)
-        print(json.dumps(s)); return 0
+        s = run_experiment(config, set or (), progress=False if no_progress else None, resume=resume,
+                           output_dir=output_dir, epochs=epochs, target_activation=target_activation,
+                           jsonl_path=jsonl_path)
+        print(json.dumps(s)); return exit_code(s)
     return _guard(go, debug)
 
 # %% ../nbs/09_experiment.ipynb #10
@@ -91,11 +104,12 @@ def sweep(configs:list, overrides=(), output_log:str|None=None, force:bool=False
         if done and not force:
             row = dict(run=run_name(cfg), config=str(path), skipped=True, results_path=str(done[-1]))
         else:
-            row = dict(config=str(path), **summarize(train(cfg, progress=progress)))
+            row = dict(config=str(path), **summarize(train(cfg, progress=progress, resume=None if force else 'auto')))
         rows.append(row); log(json.dumps(row))
         if output_log:
             p = Path(output_log); p.parent.mkdir(parents=True, exist_ok=True)
             with open(p, 'a') as f: f.write(json.dumps(row) + '\n')
+        if exit_code(row): break                      # SIGTERM/SIGINT: stop the sweep, the run is checkpointed
     return rows
 
 @call_parse
@@ -110,7 +124,7 @@ def sweep_cli(configs:Annotated[str, "config files to run in order", {'nargs': '
               debug:bool=False):              # show tracebacks for config/data errors
     "Run several configs sequentially; one summary line per run."
     def go():
-        sweep(configs, set or (), output_log=output_log, force=force, progress=False if no_progress else None,
-              epochs=epochs, target_activation=target_activation, output_dir=output_dir)
-        return 0
+        rows = sweep(configs, set or (), output_log=output_log, force=force, progress=False if no_progress else None,
+                     epochs=epochs, target_activation=target_activation, output_dir=output_dir)
+        return exit_code(rows[-1]) if rows else 0
     return _guard(go, debug)

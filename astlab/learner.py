@@ -10,8 +10,9 @@ import torch, torch.nn.functional as F
 from torch import nn
 
 # %% auto #0
-__all__ = ['EVENTS', 'CancelBatchException', 'CancelEpochException', 'CancelFitException', 'Callback', 'Learner', 'LRSchedCB',
-           'EarlyStopCB', 'TimeLimitCB', 'NonFiniteCB', 'ProgressCB']
+__all__ = ['EVENTS', 'CancelBatchException', 'CancelEpochException', 'CancelFitException', 'Callback', 'get_rng_state',
+           'set_rng_state', 'Learner', 'LRSchedCB', 'EarlyStopCB', 'TimeLimitCB', 'SignalCB', 'NonFiniteCB',
+           'ProgressCB']
 
 # %% ../nbs/07_learner.ipynb #5
 class CancelBatchException(Exception):
@@ -22,7 +23,8 @@ class CancelFitException(Exception):
     "Stop fitting after this batch; `after_fit` still runs."
 
 EVENTS = ('before_fit', 'before_epoch', 'before_train', 'before_batch', 'after_pred', 'after_loss', 'after_backward',
-          'after_step', 'after_batch', 'after_train', 'before_validate', 'after_validate', 'after_epoch', 'after_fit')
+          'after_step', 'after_batch', 'after_train', 'before_validate', 'after_validate', 'after_epoch',
+          'after_cancel_fit', 'after_fit')
 
 class Callback:
     "Base class: override any of `EVENTS`; `self.learn` is set when the learner runs."
@@ -30,6 +32,24 @@ class Callback:
     learn = None
 
 # %% ../nbs/07_learner.ipynb #7
+import random
+import numpy as np
+
+def get_rng_state() -> dict:
+    "Random state of python, numpy and torch (CPU + CUDA) as checkpoint-safe values."
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return dict(python=random.getstate(), numpy=[kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+                torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+
+def set_rng_state(d:dict):
+    "Restore what `get_rng_state` returned."
+    py = d['python']; random.setstate((py[0], tuple(py[1]), py[2]))
+    kind, keys, pos, has_gauss, gauss = d['numpy']
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
+    torch.set_rng_state(d['torch'])
+    if d['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(d['cuda'])
+
+# %% ../nbs/07_learner.ipynb #10
 class Learner:
     "Fit `model` with `opt` on batches `(x, y, idx)`; features come from callbacks `cbs`."
     def __init__(self,
@@ -48,8 +68,9 @@ class Learner:
         self.scaler = torch.amp.GradScaler(self.device.type) if amp_dtype == torch.float16 else None
         self.cbs = []
         for cb in cbs: self.add_cb(cb)
-        self.epoch, self.step, self.iter, self.stop_reason, self.start_epoch = 0, 0, 0, None, 0
+        self.epoch, self.step, self.iter, self.stop_reason, self.start_epoch, self.skip_batches = 0, 0, 0, None, 0, 0
         self.val_acc = self.val_loss = None
+        self.resume_state, self.epoch_complete, self.accum_count = None, True, 0
 
     def add_cb(self, cb):
         cb.learn = self; self.cbs.append(cb); self.cbs.sort(key=lambda c: c.order); return cb
@@ -103,12 +124,27 @@ class Learner:
         self.model.train(); self.training = True
         self.n_iter = len(self.train_dl); self.accum_count = 0
         self('before_train')
-        for self.iter, b in enumerate(self.train_dl):
+        gen = getattr(self.train_dl, 'generator', None)
+        lg = self.resume_state.pop('loader_gen', None) if self.resume_state else None
+        if lg is not None and gen is not None: gen.set_state(lg)
+        self.epoch_gen_state = gen.get_state() if gen is not None else None   # replays this epoch's order on resume
+        batches, start = iter(self.train_dl), self.skip_batches
+        for _ in range(start): next(batches)                 # a resumed epoch: replay the data order, no compute
+        self._restore_rng()
+        self.skip_batches = 0
+        for self.iter, b in enumerate(batches, start=start):
             self.xb, self.yb, self.idx = self._to(b)
             try: self._one_batch()
             except CancelBatchException: self.opt.zero_grad(set_to_none=True); self.accum_count = 0
             self('after_batch')
         self('after_train')
+
+    def _restore_rng(self):
+        if self.resume_state and 'rng' in self.resume_state: set_rng_state(self.resume_state.pop('rng'))
+
+    def at_step_boundary(self) -> bool:
+        "True after a batch that ended with an optimiser step (a safe place to stop and checkpoint)."
+        return self.accum_count == 0
 
     # ---- validation -----------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -126,24 +162,26 @@ class Learner:
         self('after_validate')
         return self.val_acc
 
-    def fit(self, epochs:int, start_epoch:int=0):
-        "Train until epoch `epochs` (exclusive), starting at `start_epoch`."
-        self.epochs, self.start_epoch = epochs, start_epoch
+    def fit(self, epochs:int):
+        "Train until epoch `epochs` (exclusive), from `start_epoch` (0, or where a resumed checkpoint left off)."
+        self.epochs = epochs
         try:
             self('before_fit')
-            for self.epoch in range(start_epoch, epochs):
+            for self.epoch in range(self.start_epoch, epochs):
                 self.epoch_complete = False
+                if not self.skip_batches: self._restore_rng()   # resumed at an epoch boundary
                 self('before_epoch')
-                try: self._train_epoch(); self.epoch_complete = True
+                try: self._train_epoch()
                 except CancelEpochException: pass
-                except CancelFitException: self.validate(); self('after_epoch'); raise
+                self.epoch_complete = True
                 self.validate()
                 self('after_epoch')
-        except CancelFitException: pass
+        except CancelFitException:
+            if not self.epoch_complete: self('after_cancel_fit')   # stopped mid-epoch: checkpoint the exact position
         finally: self('after_fit')
         return self
 
-# %% ../nbs/07_learner.ipynb #13
+# %% ../nbs/07_learner.ipynb #16
 class LRSchedCB(Callback):
     "Cosine decay from `lr` to `min_lr` over the run, after a linear warm-up of `warmup_steps` optimiser steps."
     order = -10
@@ -159,17 +197,16 @@ class LRSchedCB(Callback):
     def after_step(self): self._set()
 
 class EarlyStopCB(Callback):
-    "Stop when validation accuracy has not improved for `patience` epochs."
+    "Stop when validation accuracy has not improved for `patience` epochs (counted at validation, acted on after the epoch)."
     order = 50
     def __init__(self, patience:int): self.patience, self.best, self.wait = patience, -1.0, 0
-    def after_epoch(self):
+    def after_validate(self):
         acc = self.learn.val_acc
         if acc is None: return
         if acc > self.best: self.best, self.wait = acc, 0
-        else:
-            self.wait += 1
-            if self.wait >= self.patience:
-                self.learn.stop_reason = 'early_stop'; raise CancelFitException()
+        else: self.wait += 1
+    def after_epoch(self):
+        if self.wait >= self.patience: self.learn.stop_reason = 'early_stop'; raise CancelFitException()
     def state_dict(self): return dict(best=self.best, wait=self.wait)
     def load_state_dict(self, d): self.best, self.wait = d['best'], d['wait']
 
@@ -180,8 +217,29 @@ class TimeLimitCB(Callback):
     def before_fit(self): self.t0 = time.perf_counter()
     def elapsed(self): return self.elapsed0 + time.perf_counter() - self.t0
     def after_batch(self):
-        if self.elapsed() >= self.limit:
+        if self.elapsed() >= self.limit and self.learn.at_step_boundary():
             self.learn.stop_reason = 'max_minutes'; raise CancelFitException()
+
+class SignalCB(Callback):
+    "On SIGTERM/SIGINT, stop at the next step boundary (a second SIGINT interrupts at once)."
+    order = 61
+    def __init__(self, signals=('SIGTERM', 'SIGINT')): self.names, self.received, self.old = signals, None, {}
+    def _handler(self, signum, frame):
+        import signal
+        if self.received is not None and signum == signal.SIGINT: raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+    def before_fit(self):
+        import signal, threading
+        if threading.current_thread() is not threading.main_thread(): return
+        for n in self.names:
+            sig = getattr(signal, n); self.old[sig] = signal.signal(sig, self._handler)
+    def after_batch(self):
+        if self.received and self.learn.at_step_boundary():
+            self.learn.stop_reason = f'signal:{self.received}'; raise CancelFitException()
+    def after_fit(self):
+        import signal
+        for sig, h in self.old.items(): signal.signal(sig, h)
+        self.old = {}
 
 class NonFiniteCB(Callback):
     "Skip the step of a batch whose loss is NaN/inf; abort after `max_in_a_row` in a row."
@@ -194,6 +252,8 @@ class NonFiniteCB(Callback):
             raise FloatingPointError(f"{self.in_a_row} non-finite losses in a row (epoch {self.learn.epoch}, batch "
                                      f"{self.learn.iter}): lower training.lr or turn off training.mixed_precision")
         raise CancelBatchException()
+    def state_dict(self): return dict(skipped=self.skipped, in_a_row=self.in_a_row)
+    def load_state_dict(self, d): self.skipped, self.in_a_row = d['skipped'], d['in_a_row']
 
 class ProgressCB(Callback):
     "tqdm bar over training batches; shows `learn.postfix` (activation rate, threshold, loss ...)."

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_selection.ipynb #2
 from __future__ import annotations
-import inspect, math
+import inspect, math, statistics
 from dataclasses import dataclass
 from typing import Optional
 import torch
@@ -170,17 +170,20 @@ class ASTSelector(Selector):
                  target:float,                    # fraction of samples to train on, in (0, 1]
                  kp:float=0.1,                    # proportional gain of the controller
                  ki:float=0.01,                   # integral gain of the controller
-                 initial_threshold:float=1.0,     # starting threshold, in score units
+                 initial_threshold:float=1.0,     # starting threshold, in score units (normalize='none' only)
                  min_threshold:float=0.0,         # lower bound on the threshold
                  max_threshold:float|None=None,   # upper bound on the threshold (None = none)
                  min_active:int=2,                # floor on selected samples per batch (never below 2, BatchNorm)
                  ema:float=0.0,                   # smoothing of the measured rate in the controller, 0 = off
                  kp_warmup_epochs:int=0,          # epochs over which kp ramps up
                  ki_warmup_epochs:int=0,          # epochs over which ki ramps up
-                 normalize:str='batch'):          # 'batch': threshold relative to the batch's median score; 'none': absolute
+                 normalize:str='batch'):          # 'batch': threshold in the batch's robust z-units; 'none': absolute
         if normalize not in ('batch', 'none'): raise ValueError(f"normalize must be 'batch' or 'none', got {normalize!r}")
         self.target, self.min_active, self.normalize = _check_target(target), min_active, normalize
         self.score_threshold = None
+        if normalize == 'batch':   # threshold = exp(z): start at the target quantile of a normal batch, in MAD units
+            z0 = statistics.NormalDist().inv_cdf(1 - self.target) * 1.4826 if self.target < 1 else -20.0
+            initial_threshold, min_threshold, max_threshold = math.exp(z0), 0.0, None
         self.controller = PIController(target, kp=kp, ki=ki, threshold=initial_threshold, min_threshold=min_threshold,
                                        max_threshold=max_threshold, ema=ema, kp_warmup_epochs=kp_warmup_epochs,
                                        ki_warmup_epochs=ki_warmup_epochs)
@@ -194,7 +197,9 @@ class ASTSelector(Selector):
         "scores >= threshold (× batch median if normalising); feed the raw rate to the controller; then the min_active top-up."
         if state.n == 0: return scores >= self.controller.threshold
         thr = self.controller.threshold
-        if self.normalize == 'batch': thr = thr * scores.detach().float().median().clamp_min(1e-12)
+        if self.normalize == 'batch':               # in units of the batch's spread around its median
+            sf = scores.detach().float(); med = sf.nanmedian()      # NaN scores neither select nor skew the scale
+            thr = med + (sf - med).abs().nanmedian().clamp_min(1e-12) * math.log(thr)
         mask = scores >= thr
         self.score_threshold = thr
         self._last_rate = mask.float().mean().item()

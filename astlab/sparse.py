@@ -63,11 +63,14 @@ class SelectionCB(Callback):
         self.generator, self.postfix_every = generator, postfix_every
         self.epoch_stats, self.bn = None, None
 
+    _counters = ('seen', 'scored', 'trained', 'correct', 'acc_n')
     def before_epoch(self):
         self.selector.set_epoch(self.learn.epoch)
-        z = lambda: torch.zeros((), dtype=torch.long, device=self.learn.device)
-        self.seen, self.scored, self.trained, self.correct, self.acc_n = z(), z(), z(), z(), z()
-        self.rates = []
+        r, self._restore = getattr(self, '_restore', None), None
+        for k in self._counters:   # zero, or the counts of a resumed epoch's first part
+            setattr(self, k, torch.tensor(r[k] if r else 0, dtype=torch.long, device=self.learn.device))
+        self.rates = list(r['rates']) if r else []
+        if r and r.get('score_threshold') is not None: self.selector.score_threshold = r['score_threshold']
 
     def before_batch(self):
         L = self.learn; x, y = L.xb, L.yb; n = len(y)
@@ -112,5 +115,14 @@ class SelectionCB(Callback):
         t = getattr(self.selector, 'score_threshold', None)
         return float(t) if t is not None else self.selector.threshold
 
-    def state_dict(self): return dict(selector=self.selector.state_dict())
-    def load_state_dict(self, d): self.selector.load_state_dict(d['selector'])
+    def state_dict(self):
+        "Selector state (controller, history), the selection RNG, and this epoch's counts so far (for a mid-epoch resume)."
+        counts = {k: int(getattr(self, k)) for k in self._counters if hasattr(self, k)}
+        st = getattr(self.selector, 'score_threshold', None)
+        counts |= dict(rates=list(getattr(self, 'rates', [])), score_threshold=None if st is None else float(st))
+        return dict(selector=self.selector.state_dict(), epoch_counts=counts,
+                    generator=self.generator.get_state() if self.generator is not None else None)
+    def load_state_dict(self, d):
+        self.selector.load_state_dict(d['selector'])
+        if self.generator is not None and d.get('generator') is not None: self.generator.set_state(d['generator'])
+        if self.learn is not None and self.learn.skip_batches > 0: self._restore = d['epoch_counts']

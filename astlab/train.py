@@ -12,15 +12,16 @@ import astlab
 from .config import Config, ConfigError, load_config, redact
 from .selection import make_selector
 from .significance import get_scorer
-from .data import get_dataloaders, describe
+from .data import get_dataloaders, describe, dataset_label
 from .models import create_model
 from .meters import flops_per_sample, EnergyMeter, RunMeter
-from .learner import Learner, Callback, LRSchedCB, EarlyStopCB, TimeLimitCB, NonFiniteCB, ProgressCB
+from .learner import Learner, Callback, LRSchedCB, EarlyStopCB, TimeLimitCB, NonFiniteCB, ProgressCB, SignalCB
+from .checkpoint import CheckpointCB, CheckpointError, load_checkpoint, restore_learner
 from .sparse import SelectionCB
 
 # %% auto #0
 __all__ = ['resolve_device', 'resolve_amp', 'seed_everything', 'make_optimizer', 'run_name', 'HistoryCB', 'atomic_write_text',
-           'versions', 'device_info', 'train', 'write_results']
+           'versions', 'device_info', 'checkpoint_dir', 'find_resume', 'check_resumable', 'train', 'write_results']
 
 # %% ../nbs/08_train.ipynb #5
 def resolve_device(name:str='auto') -> torch.device:
@@ -59,15 +60,18 @@ def make_optimizer(model, cfg:Config) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0)
 
 def run_name(cfg:Config) -> str:
-    "`logging.run_name`, or `<data>_<model>_<method>[<target%>]_s<seed>` made safe for file names."
+    "`logging.run_name`, or `<data>_<model>_<method>[<target%>]_s<seed>`; file-name safe, secrets redacted."
     if cfg.logging.run_name: name = cfg.logging.run_name
     else:
         d = cfg.dataset
-        data = d.type if d.type in ('digits', 'synthetic') else Path(d.name or d.train_dir or d.type).name
+        if d.type in ('digits', 'synthetic'): data = d.type
+        elif d.type == 'folder': data = dataset_label(d.train_dir)
+        else: data = dataset_label(d.name) + (f"-{d.config}" if d.config else '')
         m = cfg.ast.method
         tgt = '' if m == 'full' else f"{round(cfg.ast.target_activation*100):02d}"
         name = f"{data}_{cfg.model.name}_{m}{tgt}_s{cfg.training.seed}"
-    return re.sub(r'[^A-Za-z0-9._-]+', '-', name).strip('-')
+    name = re.sub(r'[^A-Za-z0-9._-]+', '-', redact(name).replace('***', 'redacted')).strip('-')
+    return name or 'run'
 
 # %% ../nbs/08_train.ipynb #11
 def _sync(device):
@@ -81,8 +85,14 @@ class HistoryCB(Callback):
     @property
     def history(self): return self.meter.history
     def before_fit(self): self.t0 = time.perf_counter()
-    def elapsed(self): return self.elapsed0 + time.perf_counter() - self.t0
-    def before_epoch(self): self.meter.start_epoch()
+    def elapsed(self): return self.elapsed0 + time.perf_counter() - (getattr(self, 't0', None) or time.perf_counter())
+    def before_epoch(self):
+        if getattr(self, '_resumed_mid_epoch', False): self._resumed_mid_epoch = False   # keep the restored counts
+        else: self.meter.start_epoch()
+    def state_dict(self): return dict(meter=self.meter.state_dict(), elapsed_s=self.elapsed())
+    def load_state_dict(self, d):
+        self.meter.load_state_dict(d['meter']); self.elapsed0 = d['elapsed_s']
+        self._resumed_mid_epoch = self.learn.skip_batches > 0
     def before_train(self): _sync(self.learn.device); self.t_train = time.perf_counter()
     def after_train(self):
         _sync(self.learn.device)
@@ -96,7 +106,7 @@ class HistoryCB(Callback):
                                    lr=L.opt.param_groups[0]['lr'], complete=bool(L.epoch_complete))
         if self.jsonl_path:
             p = Path(self.jsonl_path); p.parent.mkdir(parents=True, exist_ok=True)
-            with open(p, 'a') as f: f.write(json.dumps(rec) + '\n'); f.flush()
+            with open(p, 'a') as f: f.write(json.dumps(redact(rec)) + '\n'); f.flush()
 
 # %% ../nbs/08_train.ipynb #13
 def atomic_write_text(path, text:str):
@@ -119,9 +129,37 @@ def device_info(device:torch.device) -> dict:
     return d
 
 # %% ../nbs/08_train.ipynb #16
+_RESUME_FREE = ('training.epochs', 'training.max_minutes', 'training.progress', 'training.num_workers', 'training.device',
+                'training.early_stop_patience', 'logging.')
+
+def checkpoint_dir(cfg:Config) -> Path: return Path(cfg.logging.output_dir)/'checkpoints'/run_name(cfg)
+
+def find_resume(resume, ck_dir:Path):
+    "The checkpoint to resume from: None, `ck_dir/last.pt` for 'auto' (if it exists), or the given path."
+    if not resume: return None
+    if resume == 'auto': return ck_dir/'last.pt' if (ck_dir/'last.pt').exists() else None
+    return Path(resume)
+
+def _flat(d, pre=''):
+    for k, v in d.items():
+        if isinstance(v, dict): yield from _flat(v, f"{pre}{k}.")
+        else: yield f"{pre}{k}", v
+
+def check_resumable(cfg:Config, meta:dict, path):
+    "A `CheckpointError` naming the keys if the checkpoint's config trains something else than `cfg`."
+    old, new = dict(_flat(meta['config'])), dict(_flat(redact(cfg.to_dict())))
+    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and not k.startswith(_RESUME_FREE)]
+    if diff:
+        changes = ', '.join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+        raise CheckpointError(f"checkpoint {path} was made with a different config ({changes}): "
+                              "resume with the original config or start a new run")
+
+# %% ../nbs/08_train.ipynb #18
 def train(cfg:Config,              # the resolved config (see `astlab.config.load_config`)
           progress:bool|None=None, # progress bar (None: `training.progress`)
           log=print,               # where one-line notes go
+          resume:str|None=None,    # 'auto' (this run's last checkpoint, if any) or a checkpoint path
+          extra_cbs:tuple=(),      # more callbacks (tests, experiments)
          ) -> dict:
     "Train with `cfg`; write `final_results_<run>_<timestamp>.json` atomically; return the results (with `results_path`)."
     t, a = cfg.training, cfg.ast
@@ -158,17 +196,28 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     if t.early_stop_patience: cbs.append(EarlyStopCB(t.early_stop_patience))
     if t.max_minutes: cbs.append(TimeLimitCB(t.max_minutes))
     if (t.progress if progress is None else progress): cbs.append(ProgressCB())
+    name = run_name(cfg)
+    ck_dir = checkpoint_dir(cfg)
+    ckpt = find_resume(resume, ck_dir)
+    ck = load_checkpoint(ckpt) if ckpt else None
+    if ck is not None: check_resumable(cfg, ck['meta'], ckpt)
+    results_path = Path(ck['meta']['results_path']) if ck else \
+        Path(cfg.logging.output_dir)/f"final_results_{name}_{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    cbs += [CheckpointCB(ck_dir, meta=dict(run_name=name, results_path=str(results_path), config=redact(cfg.to_dict()))),
+            SignalCB(), *extra_cbs]
     learn = Learner(model, train_dl, val_dl, opt, cbs=cbs, device=device, amp_dtype=amp_dtype,
                     grad_accum_steps=t.grad_accum_steps, channels_last=channels_last)
-    name = run_name(cfg)
+    if ck is not None:
+        restore_learner(learn, ck)
+        log(f"resumed from {ckpt}: epoch {learn.start_epoch + 1}, batch {learn.skip_batches + 1}")
     log(f"run {name}: {a.method} target={a.target_activation} on {device.type}, {t.epochs} epochs, "
         f"{flops['fwd']/1e6:.1f} MFLOPs/sample forward ({flops['source']})")
     learn.fit(t.epochs)
-    return write_results(cfg, learn, hist, name, device=device, amp_note=amp_note, bundle=bundle,
+    return write_results(cfg, learn, hist, name, results_path, device=device, amp_note=amp_note, bundle=bundle,
                          nonfinite=nonfinite.skipped)
 
-# %% ../nbs/08_train.ipynb #17
-def write_results(cfg, learn, hist, name, device, amp_note, bundle, nonfinite=0) -> dict:
+# %% ../nbs/08_train.ipynb #19
+def write_results(cfg, learn, hist, name, path, device, amp_note, bundle, nonfinite=0) -> dict:
     "Assemble the results dict (seed fields + additive keys) and write it atomically."
     h, tot = hist.history, hist.meter.totals()
     done = sum(1 for r in h if r['complete'])
@@ -187,8 +236,8 @@ def write_results(cfg, learn, hist, name, device, amp_note, bundle, nonfinite=0)
                            activation_rate=tot['activation_rate'], step_time_ms=tot['step_time_ms'], wall_s=wall,
                            nonfinite_skipped=nonfinite, bad_images_skipped=int(getattr(bundle, 'bad_images', 0) or 0)),
                data=describe(bundle), created_at=datetime.now(timezone.utc).isoformat(timespec='seconds'))
-    stamp = datetime.now().strftime('%Y%m%d-%H%M%S')
-    path = Path(cfg.logging.output_dir)/f"final_results_{name}_{stamp}.json"
+    if not res['complete']:
+        res['resume_hint'] = f"astlab-run ... --resume auto (checkpoint: {checkpoint_dir(cfg)/'last.pt'})"
     atomic_write_text(path, json.dumps(redact(res), indent=2))
     res['results_path'] = str(path)
     return res
