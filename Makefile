@@ -44,8 +44,10 @@ pytest: install
 readme: install
 	$(PY) tools/render_readme.py
 
+## CPU benchmarks, quick versions (< 10 min on 2 idle cores): step time, and digits quality with 1 seed and 10 epochs
 bench: install
-	@echo "benchmarks arrive with the performance issue"
+	$(PY) benchmarks/step_time.py --quick
+	$(PY) benchmarks/digits_quality.py --quick
 
 clean:
 	rm -rf results _proc _docs build dist *.egg-info

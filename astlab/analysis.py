@@ -4,13 +4,16 @@
 
 # %% ../nbs/10_analysis.ipynb #2
 from __future__ import annotations
-import json, sys
+import base64, html, io, json, os, sys
+from datetime import datetime
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.script import call_parse
+from .config import redact
 
 # %% auto #0
-__all__ = ['load_results', 'results_table', 'plot_run', 'plot_comparison', 'analyze_cli']
+__all__ = ['load_results', 'results_table', 'plot_run', 'plot_comparison', 'pareto_front', 'plot_pareto', 'plot_traces',
+           'write_report', 'analyze_cli']
 
 # %% ../nbs/10_analysis.ipynb #5
 def load_results(results_dir, latest_only:bool=True) -> list:
@@ -77,12 +80,141 @@ def plot_comparison(results:list, fname=None, title='validation accuracy vs coun
     if fname: fig.savefig(fname, dpi=110); plt.close(fig)
     return fig
 
-# %% ../nbs/10_analysis.ipynb #8
+# %% ../nbs/10_analysis.ipynb #9
+def pareto_front(df:pd.DataFrame,   # one row per run (see `results_table`)
+                 x:str='gflops',    # cost column: lower is better
+                 y:str='best_acc',  # quality column: higher is better
+                ) -> pd.Series:
+    "Boolean mask of the rows no other row dominates (cost <= and quality >=, one of them strictly); NaN rows are off it."
+    c, q = df[x].to_numpy(float), df[y].to_numpy(float)
+    ok = ~(np.isnan(c) | np.isnan(q))
+    on = []
+    for i in range(len(df)):
+        dom = ok & (c <= c[i]) & (q >= q[i]) & ((c < c[i]) | (q > q[i]))
+        on.append(bool(ok[i] and not dom.any()))
+    return pd.Series(on, index=df.index, name='pareto')
+
+# %% ../nbs/10_analysis.ipynb #12
+def _data_uri(fig, dpi=100) -> str:
+    "A matplotlib figure as a `data:image/png;base64,...` URI."
+    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=dpi)
+    return 'data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode('ascii')
+
+def plot_pareto(results:list, df:pd.DataFrame|None=None):
+    "Validation accuracy vs cumulative counted GFLOPs per run (thin lines), best accuracy vs total GFLOPs (dots), Pareto front."
+    from matplotlib.figure import Figure
+    df = results_table(results) if df is None else df
+    front = pareto_front(df)
+    fig = Figure(figsize=(8, 5)); ax = fig.add_subplot()
+    for (i, row), r in zip(df.iterrows(), results):
+        h = r.get('training_history', [])
+        line, = ax.plot([e['est_flops_g'] for e in h], [e['val_acc'] for e in h], '-', lw=1, alpha=0.45)
+        ax.plot(row.gflops, row.best_acc, 'o', ms=8 if front[i] else 6, c=line.get_color(),
+                mec='k' if front[i] else 'none', label=f"{row.run}{'  (front)' if front[i] else ''}")
+    pf = df[front].sort_values('gflops')
+    if len(pf): ax.step(pf.gflops, pf.best_acc, where='post', c='k', ls='--', lw=1, label='Pareto front')
+    ax.set(xlabel='counted GFLOPs (score pass + train pass)', ylabel='validation accuracy',
+           title='accuracy vs counted compute: best accuracy at total FLOPs, Pareto front dashed')
+    ax.grid(alpha=0.3); ax.legend(fontsize=7); fig.tight_layout()
+    return fig
+
+def plot_traces(res:dict):
+    "One run's controller trace: activation rate vs its target, and the threshold the controller chose, per epoch."
+    from matplotlib.figure import Figure
+    h = res.get('training_history', []); ep = [e['epoch'] for e in h]
+    fig = Figure(figsize=(9, 2.8)); a, b = fig.subplots(1, 2)
+    a.plot(ep, [e['activation_rate'] for e in h], 'o-', label='activation rate')
+    if res.get('method') != 'full' and res.get('target_activation') is not None:
+        a.axhline(res['target_activation'], ls='--', c='k', lw=0.8, label='target')
+    a.set(ylim=(0, 1.05), xlabel='epoch', title='activation vs target'); a.legend(fontsize=7)
+    th = [t for t in (e.get('threshold') for e in h) if t is not None and t > 0]
+    if th:
+        b.plot(ep, [np.nan if e.get('threshold') is None or e['threshold'] <= 0 else e['threshold'] for e in h],
+               'o-', c='tab:purple')
+        if max(th) / min(th) > 10: b.set_yscale('log')     # scores shrink 10-100x while a model learns
+    else:
+        b.text(0.5, 0.5, 'no threshold (method without a controller)', ha='center', va='center', transform=b.transAxes)
+        b.set(xticks=[], yticks=[])
+    b.set(xlabel='epoch', title='threshold (end of epoch)')
+    from matplotlib.ticker import MaxNLocator
+    for x in (a, b): x.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(str(res.get('run_name', '')), fontsize=10); fig.tight_layout()
+    return fig
+
+# %% ../nbs/10_analysis.ipynb #13
+_COLS = [('run', 'run'), ('method', 'method'), ('target', 'target'), ('best_acc', 'best accuracy'),
+         ('gflops', 'counted GFLOPs'), ('energy_kj', 'energy (kJ)'), ('energy_source', 'energy source'),
+         ('wall_min', 'wall time (min)'), ('tracking_error', 'tracking error'), ('epochs', 'epochs'),
+         ('complete', 'complete'), ('pareto', 'Pareto front')]
+
+def _cell(v, fmt='{:.4g}') -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)): return '&mdash;'
+    if isinstance(v, (bool, np.bool_)): return 'yes' if v else 'no'
+    if isinstance(v, (float, np.floating)): return html.escape(fmt.format(v))
+    return html.escape(str(v))
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f3f3f3}td:first-child,td:nth-child(2),td:nth-child(7){text-align:left}tr.front td{font-weight:600}
+img{max-width:100%}.note{color:#555;font-size:13px}"""
+
+def _atomic_write(path:Path, text:str):
+    "Write via a temp file in the same folder + fsync + rename: a reader never sees half a page."
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, 'w', encoding='utf-8') as f: f.write(text); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException: tmp.unlink(missing_ok=True); raise
+
+def write_report(results_dir,   # directory holding final_results_*.json
+                 out=None,      # the HTML file (None: results_dir/report.html)
+                ) -> Path:
+    "One self-contained HTML page comparing every run in `results_dir`: table, Pareto chart, controller traces."
+    res = [redact(r) for r in load_results(results_dir)]
+    if not res: raise FileNotFoundError(f"no final_results_*.json in {str(results_dir)!r}")
+    df = results_table(res); df['pareto'] = pareto_front(df)
+    e = lambda s: html.escape(str(redact(str(s))))
+    rows = []
+    for _, r in df.iterrows():
+        fmt = {'best_acc': '{:.4f}', 'tracking_error': '{:.4f}', 'target': '{:.3g}', 'wall_min': '{:.3g}'}
+        tds = ''.join(f"<td>{_cell(r[k], fmt.get(k, '{:.4g}'))}</td>" for k, _ in _COLS)
+        cls = ' class="front"' if r['pareto'] else ''
+        rows.append(f"<tr{cls}>{tds}</tr>")
+    head = ''.join(f"<th>{html.escape(t)}</th>" for _, t in _COLS)
+    sources = sorted({str(s) for s in df.energy_source.dropna()})
+    traces = ''.join(f"<h3>{e(r.get('run_name', ''))}</h3>\n<img alt=\"controller trace of {e(r.get('run_name', ''))}\" "
+                     f"src=\"{_data_uri(plot_traces(r))}\">\n" for r in res)
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>astlab report: {e(Path(results_dir).name)}</title>
+<style>{_CSS}</style></head><body>
+<h1>astlab report: {e(Path(results_dir).name)}</h1>
+<p class="note">{len(res)} run(s), generated {e(datetime.now().isoformat(timespec='seconds'))}. Accuracies are fractions.
+FLOPs are <em>counted</em> (score forward on every scored sample, forward + backward on every trained one). Energy
+source: {e(', '.join(sources) or 'none')} &mdash; <code>nvml</code> is the GPU's energy counter, <code>proxy_tdp</code>
+is wall time &times; the configured TDP (an estimate). Tracking error: mean |epoch activation rate &minus; target|.</p>
+<h2>Runs</h2>
+<table><thead><tr>{head}</tr></thead><tbody>
+{chr(10).join(rows)}
+</tbody></table>
+<h2>Accuracy vs counted compute</h2>
+<p class="note">A run is on the Pareto front when no other run reaches at least its best accuracy with at most its
+counted FLOPs.</p>
+<img alt="accuracy vs counted compute with the Pareto front" src="{_data_uri(plot_pareto(res, df), dpi=110)}">
+<h2>Controller traces</h2>
+{traces}</body></html>
+"""
+    out = Path(out) if out else Path(results_dir)/'report.html'
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out, page)
+    return out
+
+# %% ../nbs/10_analysis.ipynb #14
 @call_parse
 def analyze_cli(results_dir:str='results', # directory holding final_results_*.json
                 plot:bool=False,           # write per-run PNGs and the comparison chart into results_dir/plots
-                csv:str=None):             # also write the table as CSV here
-    "Print a table of every run in `results_dir`; optionally draw the plots."
+                csv:str=None,              # also write the table as CSV here
+                report:bool=False):        # write one self-contained HTML page comparing every run: results_dir/report.html
+    "Print a table of every run in `results_dir`; optionally draw the plots and write the HTML report."
     res = load_results(results_dir)
     if not res:
         print(f"error: no final_results_*.json in {results_dir!r}: run astlab-run first or pass --results-dir",
@@ -98,4 +230,5 @@ def analyze_cli(results_dir:str='results', # directory holding final_results_*.j
         for r in res: plot_run(r, out/f"{r.get('run_name', 'run')}.png")
         plot_comparison(res, out/'comparison.png')
         print(f"plots: {out}")
+    if report: print(f"report: {write_report(results_dir)}")
     return 0

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 import torch
 from .learner import Callback, get_rng_state
+from .distributed import is_main
 
 # %% auto #0
 __all__ = ['CheckpointError', 'save_checkpoint', 'load_checkpoint', 'learner_state', 'restore_learner', 'CheckpointCB']
@@ -36,7 +37,10 @@ def load_checkpoint(path) -> dict:
                               "resume from the other checkpoint in its folder or start afresh") from None
 
 # %% ../nbs/07b_checkpoint.ipynb #7
-def _module(m): return getattr(m, '_orig_mod', m)   # the model behind torch.compile
+def _module(m):
+    "The model behind torch.compile and DistributedDataParallel wrappers."
+    m = getattr(m, '_orig_mod', m)
+    return getattr(m, 'module', m) if isinstance(m, torch.nn.parallel.DistributedDataParallel) else m
 
 def learner_state(learn, mid_epoch:bool) -> dict:
     "Everything of `learn` a resumed run needs (callbacks with `state_dict` included, keyed by class name)."
@@ -69,6 +73,7 @@ class CheckpointCB(Callback):
                  meta:dict|None=None): # saved alongside (resolved config with secrets redacted, run name, results path)
         self.dir, self.meta, self.best = Path(dirpath), dict(meta or {}), -1.0
     def _save(self, name, mid_epoch):
+        if not is_main(): return None                       # DDP: rank 0 writes, the others hold the same weights
         st = learner_state(self.learn, mid_epoch) | dict(meta=self.meta, epoch_complete=not mid_epoch)
         return save_checkpoint(st, self.dir/name)
     def after_epoch(self):

@@ -66,6 +66,12 @@ class ASTConfig:
     ema:float=_f(0.0, ge=0, lt=1) # smoothing of the measured active rate (0: none)
     normalize:str=_f('batch', choices=('batch', 'none')) # ast: threshold relative to each batch's median score, or absolute
     bn_stats:str=_f('subset', choices=('subset', 'score')) # train-pass BatchNorm: whole-batch stats from the score pass, or the subset's own
+    scoring:str=_f('fresh', choices=('fresh', 'stale')) # fresh: score pass every batch; stale: select per epoch from last training scores (no score pass)
+    explore:float=_f(0.1, ge=0, lt=1) # stale: share of left-out samples drawn at random each epoch (so they get rescored)
+    rescale:bool=False # stale: weight explored samples 1/explore in the loss (InfoBatch's unbiased rescaling)
+    anneal_epochs:int=_f(0, ge=0) # stale: the last this-many epochs train on all data
+    bucket:int=_f(1, ge=1) # round each batch's active count up to a multiple of this (8 on GPUs: fewer shapes)
+    score_scale:float=_f(1.0, gt=0, le=1) # fresh: score at this fraction of the resolution (cheaper score pass)
     entropy_weight:float=_f(1.0, ge=0) # significance = loss + entropy_weight * entropy
     min_active:int=_f(2, ge=1) # train on at least this many samples per batch (>= 2 for BatchNorm)
     sb_beta:float=_f(1.0, ge=0) # sb (selective backprop): selection probability = percentile ** sb_beta
@@ -204,6 +210,10 @@ def _relations(c:Config):
                "Lower ast.initial_threshold or raise ast.max_threshold (initial <= max)")
     yield (('ast.min_active', 'training.batch_size'), a.min_active > t.batch_size,
            "Lower ast.min_active or raise training.batch_size (min_active <= batch_size)")
+    yield (('ast.scoring', 'ast.method'), a.scoring == 'stale' and a.method != 'ast',
+           "ast.scoring 'stale' selects with the PI controller: set ast.method to 'ast' (or ast.scoring to 'fresh')")
+    yield (('ast.explore', 'ast.target_activation'), a.scoring == 'stale' and a.explore >= a.target_activation,
+           "Lower ast.explore below ast.target_activation (exploration is part of the drawn share)")
     yield (('dataset.type', 'dataset.train_dir'), d.type == 'folder' and not d.train_dir,
            "Set dataset.train_dir to an ImageFolder directory (dataset.type 'folder' needs one)")
     yield (('dataset.type', 'dataset.name'), d.type == 'hf' and not d.name,

@@ -12,6 +12,7 @@ from .config import Config, ConfigError, load_config
 from .data import DataError
 from .train import train, run_name, atomic_write_text
 from .checkpoint import CheckpointError
+from .distributed import is_main
 
 # %% auto #0
 __all__ = ['USER_ERRORS', 'build_config', 'summarize', 'exit_code', 'run_experiment', 'run_cli', 'completed_results', 'sweep',
@@ -78,7 +79,8 @@ def run_cli(config:str=None,                # YAML/JSON config file (default: bu
         s = run_experiment(config, set or (), progress=False if no_progress else None, resume=resume,
                            output_dir=output_dir, epochs=epochs, target_activation=target_activation,
                            jsonl_path=jsonl_path)
-        print(json.dumps(s)); return exit_code(s)
+        if is_main(): print(json.dumps(s))         # under torchrun: one summary, from rank 0
+        return exit_code(s)
     return _guard(go, debug)
 
 # %% ../nbs/09_experiment.ipynb #10

@@ -8,6 +8,7 @@ import math, time
 from contextlib import nullcontext
 import torch, torch.nn.functional as F
 from torch import nn
+from .distributed import world_size, all_reduce_sum, agree
 
 # %% auto #0
 __all__ = ['EVENTS', 'CancelBatchException', 'CancelEpochException', 'CancelFitException', 'Callback', 'get_rng_state',
@@ -71,6 +72,7 @@ class Learner:
         self.epoch, self.step, self.iter, self.stop_reason, self.start_epoch, self.skip_batches = 0, 0, 0, None, 0, 0
         self.val_acc = self.val_loss = None
         self.resume_state, self.epoch_complete, self.accum_count = None, True, 0
+        self.world = world_size()
 
     def add_cb(self, cb):
         cb.learn = self; self.cbs.append(cb); self.cbs.sort(key=lambda c: c.order); return cb
@@ -92,15 +94,19 @@ class Learner:
         return x, y.to(self.device, non_blocking=True), idx
 
     # ---- training -------------------------------------------------------------------------------------------------
-    def _backward(self):
-        (self.scaler.scale(self.loss_bwd) if self.scaler else self.loss_bwd).backward()
+    def _backward(self, last:bool=True):
+        loss = self.scaler.scale(self.loss_bwd) if self.scaler else self.loss_bwd
+        sync = last or not hasattr(self.model, 'no_sync')      # DDP: all-reduce only on the window's last backward
+        with (nullcontext() if sync else self.model.no_sync()): loss.backward()
 
     def _opt_step(self):
         if self.scaler: self.scaler.unscale_(self.opt)
-        if self.grad_accum_steps > 1 and self.accum_count > 0:
+        # DDP averaged the summed gradients over ranks: rescale to the mean over every sample trained anywhere
+        div = self.accum_count if self.world == 1 else all_reduce_sum(self.accum_count)[0] / self.world
+        if (self.grad_accum_steps > 1 or self.world > 1) and div > 0:
             for g in self.opt.param_groups:
                 for p in g['params']:
-                    if p.grad is not None: p.grad.div_(self.accum_count)
+                    if p.grad is not None: p.grad.div_(div)
         if self.scaler: self.scaler.step(self.opt); self.scaler.update()
         else: self.opt.step()
         self.step += 1
@@ -108,17 +114,20 @@ class Learner:
         self.opt.zero_grad(set_to_none=True); self.accum_count = 0
 
     def _one_batch(self):
-        self('before_batch')                                  # a selection callback may shrink xb/yb here
+        self.weights = None
+        self('before_batch')                                  # a selection callback may shrink xb/yb (and set weights)
         with self.autocast():
             self.preds = self.model(self.xb); self('after_pred')
-            self.loss_sum = F.cross_entropy(self.preds.float(), self.yb, reduction='sum')
+            ce = F.cross_entropy(self.preds.float(), self.yb, reduction='none')
+            self.loss_sum = (ce if self.weights is None else ce * self.weights).sum()
         self.n = len(self.yb)
         self.loss = self.loss_sum.detach() / max(self.n, 1)
-        self.loss_bwd = self.loss_sum / self.n if self.grad_accum_steps == 1 else self.loss_sum
+        self.loss_bwd = self.loss_sum / self.n if self.grad_accum_steps == 1 and self.world == 1 else self.loss_sum
         self('after_loss')
-        self._backward(); self.accum_count += self.n
+        last = (self.iter + 1) % self.grad_accum_steps == 0 or self.iter + 1 == self.n_iter
+        self._backward(last); self.accum_count += self.n
         self('after_backward')
-        if (self.iter + 1) % self.grad_accum_steps == 0 or self.iter + 1 == self.n_iter: self._opt_step()
+        if last: self._opt_step()
 
     def _train_epoch(self):
         self.model.train(); self.training = True
@@ -158,7 +167,8 @@ class Learner:
             x, y, _ = self._to(b)
             with self.autocast(): p = self.model(x)
             correct += (p.argmax(1) == y).sum(); loss += F.cross_entropy(p.float(), y, reduction='sum'); n += len(y)
-        self.val_acc, self.val_loss = (correct.item() / max(n, 1)), (loss.item() / max(n, 1))
+        c, l, n = all_reduce_sum(correct, loss, n, device=self.device)   # each rank holds a shard of the val set
+        self.val_acc, self.val_loss = c / max(n, 1), l / max(n, 1)
         self('after_validate')
         return self.val_acc
 
@@ -183,18 +193,20 @@ class Learner:
 
 # %% ../nbs/07_learner.ipynb #16
 class LRSchedCB(Callback):
-    "Cosine decay from `lr` to `min_lr` over the run, after a linear warm-up of `warmup_steps` optimiser steps."
+    "Cosine decay from `lr` to `min_lr` over `epochs`, after a linear warm-up of `warmup_epochs`."
     order = -10
-    def __init__(self, lr:float, min_lr:float=0.0, total_steps:int=1, warmup_steps:int=0):
-        self.lr, self.min_lr, self.total, self.warmup = lr, min_lr, max(total_steps, 1), warmup_steps
-    def lr_at(self, step:int) -> float:
-        if step < self.warmup: return self.lr * (step + 1) / self.warmup
-        p = min(1.0, (step - self.warmup) / max(self.total - self.warmup, 1))
+    def __init__(self, lr:float, min_lr:float=0.0, epochs:float=1, warmup_epochs:float=0):
+        self.lr, self.min_lr, self.epochs, self.warmup = lr, min_lr, max(epochs, 1e-9), warmup_epochs
+    def lr_at(self, t:float) -> float:
+        "Learning rate at progress `t`, in epochs (fractions included)."
+        if t < self.warmup: return self.lr * t / self.warmup
+        p = min(1.0, (t - self.warmup) / max(self.epochs - self.warmup, 1e-9))
         return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * p))
-    def _set(self):
-        for g in self.learn.opt.param_groups: g['lr'] = self.lr_at(self.learn.step)
-    def before_fit(self): self._set()
-    def after_step(self): self._set()
+    def before_batch(self):
+        L = self.learn
+        if not L.training: return
+        t = L.epoch + (L.iter + 1) / max(L.n_iter, 1)     # progress at the end of this step
+        for g in L.opt.param_groups: g['lr'] = self.lr_at(t)
 
 class EarlyStopCB(Callback):
     "Stop when validation accuracy has not improved for `patience` epochs (counted at validation, acted on after the epoch)."
@@ -217,7 +229,7 @@ class TimeLimitCB(Callback):
     def before_fit(self): self.t0 = time.perf_counter()
     def elapsed(self): return self.elapsed0 + time.perf_counter() - self.t0
     def after_batch(self):
-        if self.elapsed() >= self.limit and self.learn.at_step_boundary():
+        if self.learn.at_step_boundary() and agree(self.elapsed() >= self.limit, self.learn.device):
             self.learn.stop_reason = 'max_minutes'; raise CancelFitException()
 
 class SignalCB(Callback):
@@ -234,8 +246,8 @@ class SignalCB(Callback):
         for n in self.names:
             sig = getattr(signal, n); self.old[sig] = signal.signal(sig, self._handler)
     def after_batch(self):
-        if self.received and self.learn.at_step_boundary():
-            self.learn.stop_reason = f'signal:{self.received}'; raise CancelFitException()
+        if self.learn.at_step_boundary() and agree(self.received is not None, self.learn.device):
+            self.learn.stop_reason = f'signal:{self.received or "peer"}'; raise CancelFitException()
     def after_fit(self):
         import signal
         for sig, h in self.old.items(): signal.signal(sig, h)
@@ -246,7 +258,7 @@ class NonFiniteCB(Callback):
     order = 5
     def __init__(self, max_in_a_row:int=5): self.max, self.in_a_row, self.skipped = max_in_a_row, 0, 0
     def after_loss(self):
-        if torch.isfinite(self.learn.loss): self.in_a_row = 0; return
+        if not agree(not torch.isfinite(self.learn.loss), self.learn.device): self.in_a_row = 0; return
         self.skipped += 1; self.in_a_row += 1
         if self.in_a_row >= self.max:
             raise FloatingPointError(f"{self.in_a_row} non-finite losses in a row (epoch {self.learn.epoch}, batch "

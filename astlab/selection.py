@@ -177,10 +177,11 @@ class ASTSelector(Selector):
                  ema:float=0.0,                   # smoothing of the measured rate in the controller, 0 = off
                  kp_warmup_epochs:int=0,          # epochs over which kp ramps up
                  ki_warmup_epochs:int=0,          # epochs over which ki ramps up
-                 normalize:str='batch'):          # 'batch': threshold in the batch's robust z-units; 'none': absolute
+                 normalize:str='batch',           # 'batch': threshold in the batch's robust z-units; 'none': absolute
+                 bucket:int=1):                   # round the active count up to a multiple of this (next-highest scores)
         if normalize not in ('batch', 'none'): raise ValueError(f"normalize must be 'batch' or 'none', got {normalize!r}")
-        self.target, self.min_active, self.normalize = _check_target(target), min_active, normalize
-        self.score_threshold = None
+        self.target, self.min_active, self.normalize, self.bucket = _check_target(target), min_active, normalize, bucket
+        self.score_threshold, self.rate_reduce = None, None   # rate_reduce(count, n) -> global (count, n), for DDP
         if normalize == 'batch':   # threshold = exp(z): start at the target quantile of a normal batch, in MAD units
             z0 = statistics.NormalDist().inv_cdf(1 - self.target) * 1.4826 if self.target < 1 else -20.0
             initial_threshold, min_threshold, max_threshold = math.exp(z0), 0.0, None
@@ -194,17 +195,23 @@ class ASTSelector(Selector):
         return self.controller.threshold
 
     def select(self, scores, state):
-        "scores >= threshold (× batch median if normalising); feed the raw rate to the controller; then the min_active top-up."
+        "scores >= threshold (standardised if normalising); feed the trained rate to the controller; top up to it."
         if state.n == 0: return scores >= self.controller.threshold
         thr = self.controller.threshold
         if self.normalize == 'batch':               # in units of the batch's spread around its median
-            sf = scores.detach().float(); med = sf.nanmedian()      # NaN scores neither select nor skew the scale
-            thr = med + (sf - med).abs().nanmedian().clamp_min(1e-12) * math.log(thr)
+            ls = scores.detach().float().clamp_min(1e-12).log()  # NaN scores neither select nor skew the scale
+            med = ls.nanmedian()
+            thr = (med + (ls - med).abs().nanmedian().clamp_min(1e-6) * math.log(thr)).exp()
         mask = scores >= thr
         self.score_threshold = thr
-        self._last_rate = mask.float().mean().item()
+        raw = int(mask.sum())                                   # the one host sync
+        k = max(raw, _k_min(self.min_active, state.n))
+        if self.bucket > 1: k = min(state.n, -(-k // self.bucket) * self.bucket)   # next multiple: fewer shapes for cudnn
+        self.raw_rate = raw / state.n
+        if self.rate_reduce is None: self._last_rate = k / state.n
+        else: c, m = self.rate_reduce(k, state.n); self._last_rate = c / max(m, 1)   # the global trained rate (DDP)
         self.controller.update(self._last_rate)
-        return enforce_min_active(mask, scores, self.min_active)
+        return enforce_min_active(mask, scores, k)
 
     def set_epoch(self, epoch:int):
         "Forward the epoch to the controller (gain warm-up)."
@@ -221,7 +228,7 @@ class ASTSelector(Selector):
 
     def __repr__(self): return f"ASTSelector(target={self.target}, min_active={self.min_active}, {self.controller!r})"
 
-# %% ../nbs/03_selection.ipynb #29
+# %% ../nbs/03_selection.ipynb #31
 class SBSelector(Selector):
     "Selective-Backprop: select each sample with probability CDF(score among the last `history` scores) ** beta."
     name = 'sb'
@@ -278,7 +285,7 @@ class SBSelector(Selector):
         self._pos, self._count = d['pos'], d['count']
     __repr__ = basic_repr('target,beta,history,min_active')
 
-# %% ../nbs/03_selection.ipynb #34
+# %% ../nbs/03_selection.ipynb #36
 SELECTORS = {c.name: c for c in (ASTSelector, RandomSelector, TopKSelector, SBSelector, FullSelector)}
 
 def make_selector(method:str,                   # one of `SELECTORS`: ast, random, topk, sb, full
@@ -295,6 +302,7 @@ def make_selector(method:str,                   # one of `SELECTORS`: ast, rando
                   sb_beta:float|None=None,      # sb: selectivity exponent; None = 1/target - 1
                   sb_history:int=1024,          # sb: number of recent scores for the percentile
                   normalize:str='batch',        # ast: threshold relative to the batch median ('batch') or absolute ('none')
+                  bucket:int=1,                 # ast: round the active count up to a multiple of this
                  ) -> Selector:
     "Build the selector called `method` from flat options; each class takes the options it names."
     if method not in SELECTORS:
@@ -302,6 +310,6 @@ def make_selector(method:str,                   # one of `SELECTORS`: ast, rando
     cls = SELECTORS[method]
     opts = dict(target=target, kp=kp, ki=ki, initial_threshold=initial_threshold, min_threshold=min_threshold,
                 max_threshold=max_threshold, min_active=min_active, ema=ema, kp_warmup_epochs=kp_warmup_epochs,
-                ki_warmup_epochs=ki_warmup_epochs, beta=sb_beta, history=sb_history, normalize=normalize)
+                ki_warmup_epochs=ki_warmup_epochs, beta=sb_beta, history=sb_history, normalize=normalize, bucket=bucket)
     params = inspect.signature(cls).parameters
     return cls(**{k: v for k, v in opts.items() if k in params})

@@ -4,9 +4,10 @@
 
 # %% ../nbs/07a_sparse.ipynb #2
 from __future__ import annotations
-import torch
+import torch, torch.nn.functional as F
 from contextlib import nullcontext
 from .learner import Callback
+from .distributed import all_reduce_sum
 from .selection import Selector, SelectionState, make_selector
 from .significance import get_scorer
 
@@ -57,8 +58,10 @@ class SelectionCB(Callback):
                  scorer=None,              # (logits, targets) -> per-sample scores; default: significance
                  generator:torch.Generator|None=None, # RNG for random selections
                  postfix_every:int=10,     # batches between progress-bar updates (each costs a host sync)
-                 bn_stats:str='subset'):   # train-pass BatchNorm: 'subset' (its own stats) or 'score' (whole-batch stats)
+                 bn_stats:str='subset',    # train-pass BatchNorm: 'subset' (its own stats) or 'score' (whole-batch stats)
+                 score_scale:float=1.0):   # score at this fraction of the resolution (Composer's scale_factor)
         self.selector, self.scorer = selector, scorer or get_scorer('significance')
+        self.score_scale = score_scale
         self.bn_stats = bn_stats
         self.generator, self.postfix_every = generator, postfix_every
         self.epoch_stats, self.bn = None, None
@@ -77,8 +80,9 @@ class SelectionCB(Callback):
         scores = None
         if self.selector.needs_scores:
             if self.bn is None and self.bn_stats == 'score': self.bn = BatchStats(L.model)
+            xs = x if self.score_scale == 1 else F.interpolate(x, scale_factor=self.score_scale, mode='bilinear')
             with torch.no_grad(), L.autocast(), (self.bn.capture() if self.bn else nullcontext()):
-                logits = L.model(x)
+                logits = L.model(xs)
             scores = self.scorer(logits, y)
             self.correct += (logits.argmax(1) == y).sum(); self.acc_n += n; self.scored += n
         mask = self.selector(scores, SelectionState(n=n, epoch=L.epoch, step=L.step, generator=self.generator, idx=L.idx))
@@ -104,9 +108,11 @@ class SelectionCB(Callback):
 
     def after_train(self):
         "Read the epoch's counters once: samples seen / scored / trained, train accuracy, mean raw rate."
-        seen, scored, trained = int(self.seen), int(self.scored), int(self.trained)
+        # one collective per epoch under DDP: the history counts every rank's samples
+        seen, scored, trained, correct, acc_n = map(int, all_reduce_sum(self.seen, self.scored, self.trained,
+                                                                        self.correct, self.acc_n))
         self.epoch_stats = dict(seen=seen, scored=scored, trained=trained,
-                                train_acc=int(self.correct) / max(int(self.acc_n), 1),
+                                train_acc=correct / max(acc_n, 1),
                                 activation_rate=trained / max(seen, 1),
                                 threshold=self._score_threshold(), rel_threshold=self.selector.threshold)
 

@@ -18,10 +18,13 @@ from .meters import flops_per_sample, EnergyMeter, RunMeter
 from .learner import Learner, Callback, LRSchedCB, EarlyStopCB, TimeLimitCB, NonFiniteCB, ProgressCB, SignalCB
 from .checkpoint import CheckpointCB, CheckpointError, load_checkpoint, restore_learner
 from .sparse import SelectionCB
+from .stale import StaleScoreCB, IndexSampler, stale_loader
+from .distributed import init_distributed, world_size, rank, is_main, all_reduce_sum, shard_indices
 
 # %% auto #0
 __all__ = ['resolve_device', 'resolve_amp', 'seed_everything', 'make_optimizer', 'run_name', 'HistoryCB', 'atomic_write_text',
-           'versions', 'device_info', 'checkpoint_dir', 'find_resume', 'check_resumable', 'train', 'write_results']
+           'versions', 'device_info', 'shard_loaders', 'DistSamplerCB', 'checkpoint_dir', 'find_resume',
+           'check_resumable', 'train', 'write_results']
 
 # %% ../nbs/08_train.ipynb #5
 def resolve_device(name:str='auto') -> torch.device:
@@ -129,6 +132,22 @@ def device_info(device:torch.device) -> dict:
     return d
 
 # %% ../nbs/08_train.ipynb #16
+def shard_loaders(train_dl, val_dl, seed:int):
+    "Per-rank copies of the loaders: a DistributedSampler for training, an exact strided shard for validation."
+    from torch.utils.data import DistributedSampler, Subset
+    kw = lambda dl: dict(batch_size=dl.batch_size, num_workers=dl.num_workers, collate_fn=dl.collate_fn,
+                         pin_memory=dl.pin_memory, persistent_workers=dl.persistent_workers,
+                         **({'min_batch': dl.min_batch} if hasattr(dl, 'min_batch') else {}))
+    sampler = DistributedSampler(train_dl.dataset, shuffle=True, seed=seed, drop_last=True)
+    tr = type(train_dl)(train_dl.dataset, sampler=sampler, drop_last=train_dl.drop_last, **kw(train_dl))
+    va = type(val_dl)(Subset(val_dl.dataset, shard_indices(len(val_dl.dataset))), shuffle=False, **kw(val_dl))
+    return tr, va
+
+class DistSamplerCB(Callback):
+    "Reshuffle the DistributedSampler every epoch."
+    def before_epoch(self): self.learn.train_dl.sampler.set_epoch(self.learn.epoch)
+
+# %% ../nbs/08_train.ipynb #18
 _RESUME_FREE = ('training.epochs', 'training.max_minutes', 'training.progress', 'training.num_workers', 'training.device',
                 'training.early_stop_patience', 'logging.')
 
@@ -154,7 +173,7 @@ def check_resumable(cfg:Config, meta:dict, path):
         raise CheckpointError(f"checkpoint {path} was made with a different config ({changes}): "
                               "resume with the original config or start a new run")
 
-# %% ../nbs/08_train.ipynb #18
+# %% ../nbs/08_train.ipynb #20
 def train(cfg:Config,              # the resolved config (see `astlab.config.load_config`)
           progress:bool|None=None, # progress bar (None: `training.progress`)
           log=print,               # where one-line notes go
@@ -164,7 +183,12 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     "Train with `cfg`; write `final_results_<run>_<timestamp>.json` atomically; return the results (with `results_path`)."
     t, a = cfg.training, cfg.ast
     seed_everything(t.seed)
-    device = resolve_device(t.device)
+    dist_device = init_distributed(t.device)               # torchrun: join the group, one device per rank
+    device = dist_device or resolve_device(t.device)
+    world = world_size()
+    if not is_main(): log = lambda *_: None
+    if world > 1 and a.scoring == 'stale':
+        raise ConfigError("ast.scoring 'stale' runs in one process for now: use ast.scoring=fresh with torchrun")
     amp_dtype, amp_note = resolve_amp(t.mixed_precision, device)
     if device.type != 'cuda' and t.mixed_precision: log(f"note: {amp_note}")
     train_dl, val_dl, bundle = get_dataloaders(cfg, device=device)
@@ -173,29 +197,47 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
                           "fix dataset.num_classes or set it to null to infer it")
     if a.min_active > t.batch_size:
         raise ConfigError(f"ast.min_active={a.min_active} exceeds training.batch_size={t.batch_size}")
-    log(f"data: {describe(bundle)}")
+    if world > 1: train_dl, val_dl = shard_loaders(train_dl, val_dl, t.seed)
+    log(f"data: {describe(bundle)}" + (f" (sharded over {world} processes)" if world > 1 else ''))
     model = create_model(cfg.model.name, bundle.num_classes, pretrained=cfg.model.pretrained, image_size=bundle.image_size)
     model = model.to(device)
     channels_last = device.type == 'cuda' and t.channels_last
     if channels_last: model = model.to(memory_format=torch.channels_last)
     flops = flops_per_sample(model, bundle.image_size, device, cfg.metrics.base_flop_per_sample)
+    if a.score_scale < 1:   # the score pass runs at reduced resolution: count what it really costs
+        small = max(1, round(bundle.image_size * a.score_scale))
+        b = cfg.metrics.base_flop_per_sample
+        flops = flops | dict(fwd=b * (small/bundle.image_size)**2 if b else flops_per_sample(model, small, device)['fwd'])
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
     if device.type == 'cuda' and t.compile: model = torch.compile(model)
     opt = make_optimizer(model, cfg)
-    selector = make_selector(a.method, target=a.target_activation, kp=a.kp, ki=a.ki, initial_threshold=a.initial_threshold,
+    stale = a.scoring == 'stale'
+    target = (a.target_activation - a.explore)/(1 - a.explore) if stale else a.target_activation
+    selector = make_selector(a.method, target=target, kp=a.kp, ki=a.ki, initial_threshold=a.initial_threshold,
                              min_threshold=a.min_threshold, max_threshold=a.max_threshold, min_active=a.min_active,
                              ema=a.ema, kp_warmup_epochs=a.kp_warmup_epochs, ki_warmup_epochs=a.ki_warmup_epochs,
-                             sb_beta=a.sb_beta, sb_history=a.sb_history, normalize=a.normalize)
-    gen = torch.Generator().manual_seed(t.seed + 1)
-    steps_per_epoch = math.ceil(len(train_dl) / t.grad_accum_steps)
+                             sb_beta=a.sb_beta, sb_history=a.sb_history, normalize=a.normalize, bucket=a.bucket)
+    if world > 1 and hasattr(selector, 'rate_reduce'):   # one global controller: every rank sees the global rate
+        selector.rate_reduce = lambda count, n: all_reduce_sum(count, n, device=device)
+    gen = torch.Generator().manual_seed(t.seed + 1 + rank())
     energy = EnergyMeter(device, tdp_watts=cfg.metrics.gpu_tdp_watts)
-    hist = HistoryCB(RunMeter(flops, energy), jsonl_path=cfg.logging.jsonl_path)
+    hist = HistoryCB(RunMeter(flops, energy), jsonl_path=cfg.logging.jsonl_path if is_main() else None)
     nonfinite = NonFiniteCB()
-    cbs = [SelectionCB(selector, get_scorer(a.scorer, entropy_weight=a.entropy_weight), generator=gen, bn_stats=a.bn_stats),
-           LRSchedCB(t.lr, t.min_lr, total_steps=steps_per_epoch*t.epochs, warmup_steps=steps_per_epoch*t.warmup_epochs),
+    scorer = get_scorer(a.scorer, entropy_weight=a.entropy_weight)
+    if stale:
+        sampler = IndexSampler(len(bundle.train_ds), generator=train_dl.generator)
+        train_dl = stale_loader(train_dl, sampler)
+        selcb = StaleScoreCB(selector, sampler, len(bundle.train_ds), scorer, explore=a.explore, rescale=a.rescale,
+                             anneal_epochs=a.anneal_epochs, generator=gen)
+    else: selcb = SelectionCB(selector, scorer, generator=gen, bn_stats=a.bn_stats, score_scale=a.score_scale)
+    cbs = [selcb,
+           LRSchedCB(t.lr, t.min_lr, epochs=t.epochs, warmup_epochs=t.warmup_epochs),
            hist, nonfinite]
     if t.early_stop_patience: cbs.append(EarlyStopCB(t.early_stop_patience))
     if t.max_minutes: cbs.append(TimeLimitCB(t.max_minutes))
-    if (t.progress if progress is None else progress): cbs.append(ProgressCB())
+    if (t.progress if progress is None else progress) and is_main(): cbs.append(ProgressCB())
+    if world > 1: cbs.append(DistSamplerCB())
     name = run_name(cfg)
     ck_dir = checkpoint_dir(cfg)
     ckpt = find_resume(resume, ck_dir)
@@ -213,11 +255,12 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     log(f"run {name}: {a.method} target={a.target_activation} on {device.type}, {t.epochs} epochs, "
         f"{flops['fwd']/1e6:.1f} MFLOPs/sample forward ({flops['source']})")
     learn.fit(t.epochs)
-    return write_results(cfg, learn, hist, name, results_path, device=device, amp_note=amp_note, bundle=bundle,
-                         nonfinite=nonfinite.skipped)
+    res = write_results(cfg, learn, hist, name, results_path, device=device, amp_note=amp_note, bundle=bundle,
+                        nonfinite=nonfinite.skipped, write=is_main())
+    return res     # under torchrun the process group stays up until the process exits (rank 0 decides what prints)
 
-# %% ../nbs/08_train.ipynb #19
-def write_results(cfg, learn, hist, name, path, device, amp_note, bundle, nonfinite=0) -> dict:
+# %% ../nbs/08_train.ipynb #21
+def write_results(cfg, learn, hist, name, path, device, amp_note, bundle, nonfinite=0, write=True) -> dict:
     "Assemble the results dict (seed fields + additive keys) and write it atomically."
     h, tot = hist.history, hist.meter.totals()
     done = sum(1 for r in h if r['complete'])
@@ -238,6 +281,7 @@ def write_results(cfg, learn, hist, name, path, device, amp_note, bundle, nonfin
                data=describe(bundle), created_at=datetime.now(timezone.utc).isoformat(timespec='seconds'))
     if not res['complete']:
         res['resume_hint'] = f"astlab-run ... --resume auto (checkpoint: {checkpoint_dir(cfg)/'last.pt'})"
-    atomic_write_text(path, json.dumps(redact(res), indent=2))
+    res['world_size'] = world_size()
+    if write: atomic_write_text(path, json.dumps(redact(res), indent=2))   # DDP: rank 0 only
     res['results_path'] = str(path)
     return res

@@ -381,7 +381,7 @@ def trained(tmp_path_factory):
                 if mod is conv: count["samples"] += grad_out[0].shape[0]; count["calls"] += 1
             conv.register_full_backward_hook(hook)
             return model
-        ov = ["dataset.num_samples=400", "training.epochs=3", "training.batch_size=32", "model.name=resnet_tiny",
+        ov = ["dataset.num_samples=800", "training.epochs=3", "training.batch_size=64", "model.name=resnet_tiny",
               "training.device=cpu", "training.progress=false", f"logging.output_dir={out}",
               f"ast.method={method}", "ast.target_activation=0.25"]
         threads = torch.get_num_threads()
@@ -399,7 +399,7 @@ def trained(tmp_path_factory):
 def test_ast_trains_backward_only_on_the_selected_samples(trained):
     res, count = trained("ast")
     t = res["totals"]
-    assert t["samples_seen"] == 3 * 12 * 32                 # 320 train samples -> 12 full batches of 32, 3 epochs
+    assert t["samples_seen"] == 3 * 12 * 64                 # 800 train samples -> 12 full batches of 64, 3 epochs
     assert t["samples_scored"] == t["samples_seen"]          # every sample gets the no-grad score pass
     assert count["calls"] == 36                              # one backward per batch
     assert count["samples"] == t["samples_trained"]          # ... over exactly the samples counted as trained
@@ -430,8 +430,8 @@ def test_random_trains_exactly_round_target_per_batch_and_scores_none(trained):
     res, count = trained("random")
     t = res["totals"]
     batches = 3 * 12
-    assert t["samples_seen"] == batches * 32
-    assert t["samples_trained"] == batches * 8               # round(0.25 * 32) every batch (drop_last: all full)
+    assert t["samples_seen"] == batches * 64
+    assert t["samples_trained"] == batches * 16              # round(0.25 * 64) every batch (drop_last: all full)
     assert t["samples_scored"] == 0                          # no score pass for random
     assert count["samples"] == t["samples_trained"] and count["calls"] == batches
     assert all(h["activation_rate"] == 0.25 for h in res["training_history"])
@@ -441,7 +441,7 @@ def test_random_trains_exactly_round_target_per_batch_and_scores_none(trained):
 def test_full_trains_everything_and_scores_none(trained):
     res, count = trained("full")
     t = res["totals"]
-    assert t["samples_seen"] == 3 * 12 * 32
+    assert t["samples_seen"] == 3 * 12 * 64
     assert t["samples_trained"] == t["samples_seen"] and t["samples_scored"] == 0
     assert count["samples"] == t["samples_seen"] and count["calls"] == 36
     assert t["energy_savings"] == 0 and all(h["activation_rate"] == 1 for h in res["training_history"])

@@ -3,7 +3,6 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import time
 
 import pytest
 import timm
@@ -32,27 +31,6 @@ def test_resnet18_cifar_layout():
     assert [s[0].conv1.out_channels for s in m.stages] == [64, 128, 256, 512]
     assert 11.0e6 < count_params(m) < 11.3e6  # ResNet-18 class
     assert m.stages(m.stem(torch.randn(1, 3, 32, 32))).shape == (1, 512, 4, 4)
-
-
-def test_resnet_small_train_step_is_fast():
-    "A batch of 128 at 32 px trains in well under a second on 2 CPU cores (about 0.2 s measured)."
-    m = create_model("resnet_small", 10)
-    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
-    x, y = torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,))
-
-    def step():
-        loss = F.cross_entropy(m(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    step()
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    assert sorted(times)[1] < 1.0, times
 
 
 def test_count_params():

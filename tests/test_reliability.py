@@ -58,17 +58,18 @@ def straight(tmp_path_factory):
     return d, train(cfg_for(d), log=lambda s: None)
 
 
-@pytest.mark.parametrize('method', ['ast', 'sb'])
-@pytest.mark.parametrize('where', [(1, 3), (0, 8)])   # mid-epoch, and the last batch of an epoch
+@pytest.mark.parametrize('method', ['ast', 'sb', 'stale'])
+@pytest.mark.parametrize('where', [(1, 2), (0, 8)])   # mid-epoch, and the last batch of an epoch
 def test_resume_mid_epoch_is_exact(tmp_path, straight, where, method):
     d0, ref = straight
+    ov = ['ast.scoring=stale', 'ast.rescale=true'] if method == 'stale' else [f'ast.method={method}']
     if method != 'ast':
-        d0 = tmp_path/'ref'; ref = train(cfg_for(d0, f'ast.method={method}'), log=lambda s: None)
+        d0 = tmp_path/'ref'; ref = train(cfg_for(d0, *ov), log=lambda s: None)
     d = tmp_path/'run'
-    part = train(cfg_for(d, f'ast.method={method}'), log=lambda s: None, extra_cbs=(StopAt(*where),))
+    part = train(cfg_for(d, *ov), log=lambda s: None, extra_cbs=(StopAt(*where),))
     assert not part['complete'] and part['epochs_completed'] == where[0]
     assert json.loads(Path(part['results_path']).read_text())['complete'] is False   # a valid, incomplete file
-    res = train(cfg_for(d, f'ast.method={method}'), log=lambda s: None, resume='auto')
+    res = train(cfg_for(d, *ov), log=lambda s: None, resume='auto')
     assert res['complete'] and res['epochs_completed'] == 3 and res['results_path'] == part['results_path']
     assert history(res) == history(ref)
     assert_same_weights(final_weights(d), final_weights(d0))

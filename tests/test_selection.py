@@ -107,8 +107,8 @@ def test_ast_uses_threshold_before_update_and_raw_rate():
     assert sel.last_rate == 0.375
     assert sel.threshold > 1.0  # too many active => threshold rises
     sel = ASTSelector(0.25, initial_threshold=1.0, normalize='none')
-    sel(torch.full((8,), 0.01), SelectionState(n=8))
-    assert sel.threshold < 1.0  # too few active => threshold falls
+    sel(torch.full((64,), 0.01), SelectionState(n=64))
+    assert sel.threshold < 1.0  # too few active (the floor's 2 of 64) => threshold falls
 
 
 def test_ast_set_epoch_forwards():
@@ -122,7 +122,7 @@ def test_min_active_when_nothing_passes(min_active, n, k):
     s = torch.empty(n).exponential_(generator=torch.Generator().manual_seed(0))
     ast = ASTSelector(0.25, initial_threshold=1e9, min_active=min_active, normalize='none')
     m = ast(s, SelectionState(n=n))
-    assert int(m.sum()) == k and ast.last_rate == 0.0
+    assert int(m.sum()) == k and ast.raw_rate == 0.0 and ast.last_rate == k / n
     assert torch.equal(m, s >= s.topk(k).values[-1])  # the top-up takes the highest scores
     sb = SBSelector(beta=1e6, min_active=min_active)  # p ~ 0 for all but the very top
     assert int(sb(s, SelectionState(n=n, generator=torch.Generator().manual_seed(0))).sum()) >= k
