@@ -44,7 +44,7 @@ pytest: install
 readme: install
 	$(PY) tools/render_readme.py
 
-## CPU benchmarks, quick versions (< 10 min on 2 idle cores): step time, and digits quality with 1 seed and 10 epochs
+## CPU benchmarks, quick versions (< 10 min on 2 idle cores): step time (6 timed rounds), digits quality (1 seed)
 bench: install
 	$(PY) benchmarks/step_time.py --quick
 	$(PY) benchmarks/digits_quality.py --quick

@@ -14,7 +14,7 @@ accuracy (best-epoch too), counted GFLOPs, training seconds (evaluation and chec
 seconds, mean +- std over seeds, and a verdict: does AST beat random at equal compute?
 
     python benchmarks/digits_quality.py            # the committed protocol (about 15-20 min on 2 idle cores)
-    python benchmarks/digits_quality.py --quick    # what `make bench` runs: 1 seed, 10 epochs, no extra variant
+    python benchmarks/digits_quality.py --quick    # what `make bench` runs: 1 seed, no extra variant (5 min)
     python benchmarks/digits_quality.py --extra-name ast_stale --extra ast.scoring=stale   # another extra variant
 """
 # ---------------------------------------------------------------------------------------------------------------------
@@ -47,7 +47,7 @@ HP = dict(
 )
 
 ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-ap.add_argument('--quick', action='store_true', help='1 seed, 10 epochs, no extra variant; writes *_quick.json/png')
+ap.add_argument('--quick', action='store_true', help='1 seed, no extra variant; writes *_quick.json/png')
 ap.add_argument('--epochs', type=int, help=f"epochs per run (default {HP['epochs']})")
 ap.add_argument('--seeds', type=int, nargs='+', help=f"seeds (default {' '.join(map(str, HP['seeds']))})")
 ap.add_argument('--threads', type=int, default=HP['threads'], help='torch threads (default %(default)s)')
@@ -57,7 +57,7 @@ ap.add_argument('--extra', nargs='*', default=list(HP['extra']),
 ap.add_argument('--wait-budget', type=float, help=f"seconds in all to wait for quiet CPUs (default {HP['wait_budget_s']}, --quick 60)")
 ap.add_argument('--out', help='output path without extension (default benchmarks/results/digits_quality[_quick])')
 args = ap.parse_args()
-if args.quick: HP.update(epochs=10, seeds=(0,), extra=(), wait_budget_s=60)
+if args.quick: HP.update(seeds=(0,), extra=(), wait_budget_s=60)
 else: HP.update(extra=tuple(args.extra))
 if args.epochs: HP['epochs'] = args.epochs
 if args.wait_budget is not None: HP['wait_budget_s'] = args.wait_budget
@@ -65,6 +65,15 @@ if args.seeds: HP['seeds'] = tuple(args.seeds)
 HP.update(threads=args.threads, extra_name=args.extra_name)
 out = Path(args.out or HERE/'results'/('digits_quality_quick' if args.quick else 'digits_quality'))
 
+def git_state():
+    "HEAD and any uncommitted library files: what code produced these numbers."
+    try:
+        head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'astlab'], capture_output=True, text=True, cwd=ROOT).stdout.split('\n')
+        return dict(head=head, library_files_changed=[l[3:] for l in dirty if l.strip()])
+    except Exception: return None
+
+git = git_state()   # at the start: the library imported above is what runs
 torch.set_num_threads(HP['threads'])
 os.chdir(ROOT)
 started_at = datetime.now(timezone.utc).isoformat(timespec='seconds')
@@ -166,7 +175,7 @@ for r in HP['rates']:
     d = a['final_val_acc']['mean'] - q['final_val_acc']['mean']
     se = math.sqrt(a['final_val_acc']['std']**2 / a['final_val_acc']['n'] + q['final_val_acc']['std']**2 / q['final_val_acc']['n'])
     verdict = ('AST better' if d > 2 * se else 'random better' if d < -2 * se else 'no clear difference') if se > 0 else \
-              ('AST better' if d > 0 else 'random better' if d < 0 else 'equal')
+              ('AST better' if d > 0 else 'random better' if d < 0 else 'equal') + ' (one seed: no error bar)'
     verdicts[str(r)] = dict(r_eq=r_eq[r], ast_acc=a['final_val_acc']['mean'], random_eq_acc=q['final_val_acc']['mean'],
                             random_same_r_acc=same['final_val_acc']['mean'], diff=d, se=se, verdict=verdict,
                             ast_gflops=a['gflops']['mean'], random_eq_gflops=q['gflops']['mean'],
@@ -177,13 +186,6 @@ for r in HP['rates']:
 beats = [r for r, v in verdicts.items() if v['verdict'] == 'AST better']
 headline = (f"AST beats random at equal compute at r = {', '.join(beats)}" if beats else
             "AST does not beat random selection at equal counted compute at any r tested")
-
-def git_state():
-    try:
-        head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'astlab'], capture_output=True, text=True, cwd=ROOT).stdout.split('\n')
-        return dict(head=head, library_files_changed=[l[3:] for l in dirty if l.strip()])
-    except Exception: return None
 
 clean = [x for x in runs if x['others_share'] < HP['clean_share']]
 res = dict(benchmark='digits_quality', started_at=started_at,
@@ -197,7 +199,7 @@ res = dict(benchmark='digits_quality', started_at=started_at,
                       waited_s=sum(waits)),
            device=device_info(torch.device('cpu')) | dict(logical_cpus=os.cpu_count(), cpu_model=next(
                (l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.processor())),
-           versions=versions(), git=git_state(), command=' '.join(['python', *sys.argv]))
+           versions=versions(), git=git, command=' '.join(['python', *sys.argv]))
 out.parent.mkdir(parents=True, exist_ok=True)
 out.with_suffix('.json').write_text(json.dumps(res, indent=2))
 

@@ -17,7 +17,7 @@ other processes used meanwhile (/proc/stat), and medians are taken over the clea
 are enough of them. With 2 torch threads on 2 cores, a competing process slows a step 2-10x, not 2x.
 
     python benchmarks/step_time.py                 # the committed protocol: 5 warm-up + 20 timed rounds
-    python benchmarks/step_time.py --quick         # what `make bench` runs: 2 warm-up + 8 timed rounds
+    python benchmarks/step_time.py --quick         # what `make bench` runs: 2 warm-up + 6 timed rounds (3 min)
 """
 # ---------------------------------------------------------------------------------------------------------------------
 # Setup
@@ -68,18 +68,29 @@ ap.add_argument('--warmup', type=int, default=HP['warmup'], help='untimed warm-u
 ap.add_argument('--threads', type=int, default=HP['threads'], help='torch threads (default %(default)s)')
 ap.add_argument('--wait-budget', type=float, default=HP['wait_budget_s'],
                 help='seconds in all to wait for other processes to go quiet (default %(default)s)')
-ap.add_argument('--quick', action='store_true', help='what `make bench` runs: 2 warm-up + 8 timed rounds, 30 s of '
+ap.add_argument('--quick', action='store_true', help='what `make bench` runs: 2 warm-up + 6 timed rounds, 30 s of '
                 'waiting at most; writes step_time_cpu_quick.json/png')
 ap.add_argument('--out', help='output path without extension (default benchmarks/results/step_time_cpu[_quick])')
 args = ap.parse_args()
 HP.update(repeats=args.repeats, warmup=args.warmup, threads=args.threads, wait_budget_s=args.wait_budget)
-if args.quick: HP.update(repeats=8, warmup=2, wait_budget_s=30)
+if args.quick: HP.update(repeats=6, warmup=2, wait_budget_s=30)
 out = Path(args.out or HERE/'results'/('step_time_cpu_quick' if args.quick else 'step_time_cpu'))
 
 torch.set_num_threads(HP['threads'])
 torch.set_num_interop_threads(1)
 seed_everything(HP['seed'])
 device = torch.device('cpu')
+
+def git_state():
+    "HEAD and any uncommitted library files: what code produced these numbers."
+    import subprocess
+    try:
+        run = lambda *a: subprocess.run(['git', *a], capture_output=True, text=True, cwd=HERE.parent).stdout
+        return dict(head=run('rev-parse', '--short', 'HEAD').strip(),
+                    library_files_changed=[l[3:] for l in run('status', '--porcelain', '--', 'astlab').splitlines()])
+    except Exception: return None
+
+git = git_state()
 load_start = os.getloadavg()
 started_at = datetime.now(timezone.utc).isoformat(timespec='seconds')
 t_script = time.perf_counter()
@@ -150,7 +161,7 @@ grab = Grab()
 train(load_config(None, [f"model.name={HP['model']}", 'dataset.type=synthetic', f'dataset.image_size={S}',
                          f'dataset.num_samples={2*B}', f'dataset.num_classes={HP["num_classes"]}',
                          f"training.batch_size={B}", 'training.epochs=1', 'training.device=cpu',
-                         f"ast.method=topk", f"ast.target_activation={HP['overhead_rate']}",
+                         "ast.method=topk", f"ast.target_activation={HP['overhead_rate']}",
                          f'logging.output_dir={tmp.name}'], env_file=None),
       progress=False, log=lambda *a: None, extra_cbs=(grab,))
 train_cbs = [c for c in grab.cbs if not isinstance(c, (Grab, SelectionCB))]
@@ -251,7 +262,9 @@ for r, k in ks.items():
     for sel in ('topk', 'ast'):
         name = f'lib_{sel}_{r}'
         act = learners[name].cb(BatchStop).active[HP['warmup']:]
+        bound_measured = t_score + statistics.mean(act) / B * t_full   # the bound at the rate actually trained
         row[sel] = dict(step=stats(times[name]), ratio_to_bound=med[name] / bound, ratio_to_pieces=med[name] / pieces,
+                        ratio_to_bound_at_measured_rate=med[name] / bound_measured,
                         speedup_vs_full=med['lib_full'] / med[name], mean_active=statistics.mean(act),
                         active_min=min(act), active_max=max(act))
     row['speedup_bound_vs_full'] = t_full / bound
@@ -308,7 +321,7 @@ res = dict(benchmark='step_time', started_at=started_at, finished_at=datetime.no
                                                             if l.startswith('model name')), platform.processor())
                                               if Path('/proc/cpuinfo').exists() else platform.processor(),
                                               logical_cpus=os.cpu_count()),
-           versions=versions(), command=' '.join([Path(sys.executable).name, *sys.argv]))
+           versions=versions(), git=git, command=' '.join([Path(sys.executable).name, *sys.argv]))
 out.parent.mkdir(parents=True, exist_ok=True)
 out.with_suffix('.json').write_text(json.dumps(res, indent=2))
 
@@ -329,9 +342,12 @@ for r in HP['rates']:
 ms = [1e3*v for v in vals]
 yerr = [[0 if e is None else m - e['p25_ms'] for m, e in zip(ms, errs)], [0 if e is None else e['p75_ms'] - m for m, e in zip(ms, errs)]]
 ax.bar(range(len(ms)), ms, color=colors, yerr=yerr, capsize=3)
+for i, lab in enumerate(labels):   # the goal: each AST bar under the dashed 1.10 x bound line of its rate
+    if lab.startswith('bound'): ax.hlines(HP['goal_bound_ratio'] * ms[i], i - 0.4, i + 2.4, colors='k', linestyles='--', lw=0.8)
 ax.set_xticks(range(len(ms))); ax.set_xticklabels(labels, fontsize=7)
 ax.set_ylabel('ms per step (median, bars: quartiles)')
-ax.set_title(f"{HP['model']} {S}px, batch {B}, {HP['threads']} CPU threads: AST step vs bound t_score + r*t_full", fontsize=9)
+ax.set_title(f"{HP['model']} {S}px, batch {B}, {HP['threads']} CPU threads: AST step vs bound t_score + r*t_full "
+             f"(dashed: {HP['goal_bound_ratio']:.2f} x bound)", fontsize=9)
 fig.tight_layout(); fig.savefig(out.with_suffix('.png'), dpi=120)
 
 print(json.dumps(dict(goals=goals, t_score_ms=1e3*t_score, t_full_ms=1e3*t_full,
