@@ -210,9 +210,11 @@ def _relations(c:Config):
                "Lower ast.initial_threshold or raise ast.max_threshold (initial <= max)")
     yield (('ast.min_active', 'training.batch_size'), a.min_active > t.batch_size,
            "Lower ast.min_active or raise training.batch_size (min_active <= batch_size)")
-    yield (('ast.scoring', 'ast.method'), a.scoring == 'stale' and a.method != 'ast',
-           "ast.scoring 'stale' selects with the PI controller: set ast.method to 'ast' (or ast.scoring to 'fresh')")
-    yield (('ast.explore', 'ast.target_activation'), a.scoring == 'stale' and a.explore >= a.target_activation,
+    yield (('ast.scoring', 'ast.method'), a.scoring == 'stale' and a.method not in ('ast', 'random', 'topk'),
+           "ast.scoring 'stale' draws each epoch's samples with ast (PI-controlled), random (the control) or topk: "
+           "set ast.method to one of those (or ast.scoring to 'fresh')")
+    yield (('ast.explore', 'ast.target_activation'),
+           a.scoring == 'stale' and a.method == 'ast' and a.explore >= a.target_activation,
            "Lower ast.explore below ast.target_activation (exploration is part of the drawn share)")
     yield (('dataset.type', 'dataset.train_dir'), d.type == 'folder' and not d.train_dir,
            "Set dataset.train_dir to an ImageFolder directory (dataset.type 'folder' needs one)")

@@ -49,7 +49,7 @@ def draw_from_table(table:torch.Tensor,   # (N,) last significance per sample, +
     if m: explored[rest[torch.randperm(len(rest), generator=generator)[:m].to(rest.device)]] = True
     return keep | explored, explored
 
-# %% ../nbs/07c_stale.ipynb #9
+# %% ../nbs/07c_stale.ipynb #11
 class StaleScoreCB(SelectionCB):
     "Stale-score AST: draw each epoch's samples from the table of their last training scores."
     def __init__(self,

@@ -213,7 +213,8 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     if device.type == 'cuda' and t.compile: model = torch.compile(model)
     opt = make_optimizer(model, cfg)
     stale = a.scoring == 'stale'
-    target = (a.target_activation - a.explore)/(1 - a.explore) if stale else a.target_activation
+    explore = a.explore if stale and a.method == 'ast' else 0.0   # random/topk draws: no exploration share
+    target = (a.target_activation - explore)/(1 - explore)
     selector = make_selector(a.method, target=target, kp=a.kp, ki=a.ki, initial_threshold=a.initial_threshold,
                              min_threshold=a.min_threshold, max_threshold=a.max_threshold, min_active=a.min_active,
                              ema=a.ema, kp_warmup_epochs=a.kp_warmup_epochs, ki_warmup_epochs=a.ki_warmup_epochs,
@@ -228,7 +229,7 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     if stale:
         sampler = IndexSampler(len(bundle.train_ds), generator=train_dl.generator)
         train_dl = stale_loader(train_dl, sampler)
-        selcb = StaleScoreCB(selector, sampler, len(bundle.train_ds), scorer, explore=a.explore, rescale=a.rescale,
+        selcb = StaleScoreCB(selector, sampler, len(bundle.train_ds), scorer, explore=explore, rescale=a.rescale,
                              anneal_epochs=a.anneal_epochs, generator=gen)
     else: selcb = SelectionCB(selector, scorer, generator=gen, bn_stats=a.bn_stats, score_scale=a.score_scale)
     cbs = [selcb,

@@ -20,7 +20,7 @@ seconds, mean +- std over seeds, and a verdict: does AST beat random at equal co
 # ---------------------------------------------------------------------------------------------------------------------
 # Setup
 # ---------------------------------------------------------------------------------------------------------------------
-import argparse, json, math, os, platform, statistics, subprocess, sys, tempfile, time
+import argparse, json, math, os, statistics, sys, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,8 +30,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))   # run from a checkout without installing
 
-from astlab.config import load_config
-from astlab.train import train, versions, device_info
+from astlab.train import versions, device_info
+from common import git_state, Quiet, mean_std, cpu_model, train_run
 
 HP = dict(
     config='configs/digits_ast.yaml',  # resnet_small, digits upscaled to 32 px, batch 64, lr 0.05 cosine, 1 warm-up epoch
@@ -65,69 +65,22 @@ if args.seeds: HP['seeds'] = tuple(args.seeds)
 HP.update(threads=args.threads, extra_name=args.extra_name)
 out = Path(args.out or HERE/'results'/('digits_quality_quick' if args.quick else 'digits_quality'))
 
-def git_state():
-    "HEAD and any uncommitted library files: what code produced these numbers."
-    try:
-        head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'astlab'], capture_output=True, text=True, cwd=ROOT).stdout.split('\n')
-        return dict(head=head, library_files_changed=[l[3:] for l in dirty if l.strip()])
-    except Exception: return None
-
 git = git_state()   # at the start: the library imported above is what runs
 torch.set_num_threads(HP['threads'])
 os.chdir(ROOT)
 started_at = datetime.now(timezone.utc).isoformat(timespec='seconds')
 t_script, load_start = time.perf_counter(), os.getloadavg()
 tmp = tempfile.TemporaryDirectory(prefix='astlab-digits-bench-')   # checkpoints and per-run results files
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Contention: the share of the CPUs other processes used during a run (/proc/stat minus our own CPU time)
-# ---------------------------------------------------------------------------------------------------------------------
-CLK, NCPU = os.sysconf('SC_CLK_TCK'), os.cpu_count()
-
-def busy_s():
-    "CPU seconds the whole machine has been busy (user+nice+system+irq+softirq+steal) since boot."
-    v = [int(f) for f in open('/proc/stat').readline().split()[1:9]]
-    return (sum(v) - v[3] - v[4]) / CLK
-
-wait_left, waits = HP['wait_budget_s'], []
-def wait_for_quiet():
-    "Sleep in 1-s samples until other processes use < clean_share of the CPUs, within the per-run and total budget."
-    global wait_left
-    waited, budget = 0.0, min(HP['wait_per_run_s'], wait_left)
-    while True:
-        w0, b0 = time.perf_counter(), busy_s(); time.sleep(1.0)
-        others = (busy_s() - b0) / ((time.perf_counter() - w0) * NCPU)
-        if others < HP['clean_share'] or waited + 1 > budget: break
-        waited += 1.0
-    wait_left -= waited; waits.append(waited)
+quiet = Quiet(HP['clean_share'], HP['wait_per_run_s'], HP['wait_budget_s'])
 
 # ---------------------------------------------------------------------------------------------------------------------
 # One run: train() with overrides, reduced to the numbers the comparison needs
 # ---------------------------------------------------------------------------------------------------------------------
 def run(label, method, rate, seed, extra=()):
     overrides = [f'ast.method={method}', f'ast.target_activation={rate}', f"training.epochs={HP['epochs']}",
-                 f'training.seed={seed}', 'training.device=cpu', 'training.progress=false',
-                 f'logging.output_dir={tmp.name}/{label}_{rate}_s{seed}', *extra]
-    cfg = load_config(HP['config'], overrides, env_file=None)
-    wait_for_quiet()
-    w0, c0, b0 = time.perf_counter(), time.process_time(), busy_s()
-    res = train(cfg, progress=False, log=lambda *a: None)
-    wall, ours = time.perf_counter() - w0, time.process_time() - c0
-    others = max(0.0, busy_s() - b0 - ours) / (wall * NCPU)
-    h, tot, bs = res['training_history'], res['totals'], cfg.training.batch_size
-    train_s = sum(r['step_time_ms'] / 1e3 * round(r['samples_seen'] / bs) for r in h)   # training steps only
-    row = dict(label=label, method=method, rate=rate, seed=seed, overrides=list(extra),
-               final_val_acc=h[-1]['val_acc'], best_val_acc=res['best_accuracy'], gflops=tot['flops'] / 1e9,
-               train_s=train_s, wall_s=wall, activation_rate=tot['activation_rate'],
-               samples_seen=tot['samples_seen'], samples_scored=tot['samples_scored'],
-               samples_trained=tot['samples_trained'], fwd_bwd_flops=res['flops_per_sample']['fwd_bwd'],
-               fwd_flops=res['flops_per_sample']['fwd'], energy_savings=tot['energy_savings'],
-               others_share=round(others, 3), complete=res['complete'])
-    print(f"{label:>14} r={rate:<6} seed {seed}: val {row['final_val_acc']:.3f} (best {row['best_val_acc']:.3f}), "
-          f"{row['gflops']:7.1f} GFLOPs, train {train_s:5.1f} s, wall {wall:5.1f} s, active {row['activation_rate']:.3f}, "
-          f"others used {others:.0%} of the CPUs", flush=True)
-    return row
+                 f'training.seed={seed}', *extra]
+    row = train_run(HP['config'], f'{label} r={rate}', overrides, quiet, f'{tmp.name}/{label}_{rate}_s{seed}')
+    return row | dict(label=label, method=method, rate=rate, overrides=list(extra))
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The protocol: full, random(r), ast(r) for every seed; then random at AST's compute; then the extra variant
@@ -154,9 +107,6 @@ if HP['extra']:
 # ---------------------------------------------------------------------------------------------------------------------
 # Summary: mean +- std over seeds, and the verdict at equal compute
 # ---------------------------------------------------------------------------------------------------------------------
-def mean_std(xs):
-    return dict(mean=statistics.mean(xs), std=statistics.stdev(xs) if len(xs) > 1 else 0.0, n=len(xs))
-
 def group_key(x): return (x['label'], x.get('matches_ast_rate', x['rate']))
 groups = {}
 for x in runs: groups.setdefault(group_key(x), []).append(x)
@@ -196,9 +146,8 @@ res = dict(benchmark='digits_quality', started_at=started_at,
                      'call. Wall times are inflated when other processes shared the CPUs: see runs[].others_share.',
            noise=dict(load_avg_start=load_start, load_avg_end=os.getloadavg(), runs_clean=len(clean), runs_all=len(runs),
                       others_share_median=statistics.median(x['others_share'] for x in runs),
-                      waited_s=sum(waits)),
-           device=device_info(torch.device('cpu')) | dict(logical_cpus=os.cpu_count(), cpu_model=next(
-               (l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.processor())),
+                      waited_s=sum(quiet.waits)),
+           device=device_info(torch.device('cpu')) | dict(logical_cpus=os.cpu_count(), cpu_model=cpu_model()),
            versions=versions(), git=git, command=' '.join(['python', *sys.argv]))
 out.parent.mkdir(parents=True, exist_ok=True)
 out.with_suffix('.json').write_text(json.dumps(res, indent=2))

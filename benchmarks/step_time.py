@@ -41,6 +41,7 @@ from astlab.learner import Learner, Callback, CancelFitException
 from astlab.sparse import SelectionCB
 from astlab.meters import flops_per_sample
 from astlab.train import train, make_optimizer, seed_everything, versions, device_info
+from common import git_state, busy_s, measure, cpu_model
 
 HP = dict(
     model='resnet18_cifar',       # astlab.models name: CIFAR ResNet-18 (11.2 M params, 3x3 stem, no max-pool)
@@ -80,15 +81,6 @@ torch.set_num_threads(HP['threads'])
 torch.set_num_interop_threads(1)
 seed_everything(HP['seed'])
 device = torch.device('cpu')
-
-def git_state():
-    "HEAD and any uncommitted library files: what code produced these numbers."
-    import subprocess
-    try:
-        run = lambda *a: subprocess.run(['git', *a], capture_output=True, text=True, cwd=HERE.parent).stdout
-        return dict(head=run('rev-parse', '--short', 'HEAD').strip(),
-                    library_files_changed=[l[3:] for l in run('status', '--porcelain', '--', 'astlab').splitlines()])
-    except Exception: return None
 
 git = git_state()
 load_start = os.getloadavg()
@@ -187,28 +179,14 @@ def run_learner(name):
     return L.cb(BatchStop).times[-1]
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Contention: other processes may share these cores. /proc/stat says how busy the whole machine was; minus our own
-# CPU time, that is what the others took. A measurement is "clean" when they took < 10 % of the machine meanwhile.
+# Contention: other processes may share these cores. `common.measure` says what share of the machine the others took
+# during a measurement (/proc/stat minus our own CPU time); it is "clean" when they took < 10 % of it meanwhile.
 # ---------------------------------------------------------------------------------------------------------------------
-CLK, NCPU = os.sysconf('SC_CLK_TCK'), os.cpu_count()
-
-def busy_s():
-    "CPU seconds the whole machine has been busy (user+nice+system+irq+softirq+steal) since boot."
-    v = [int(f) for f in open('/proc/stat').readline().split()[1:9]]
-    return (sum(v) - v[3] - v[4]) / CLK
-
-def measure(fn):
-    "Run fn; return (its result, share of the machine's cores that other processes used meanwhile)."
-    w0, c0, b0 = time.perf_counter(), time.process_time(), busy_s()
-    result = fn()
-    wall, ours, busy = time.perf_counter() - w0, time.process_time() - c0, busy_s() - b0
-    return result, max(0.0, busy - ours) / (wall * NCPU)
-
 def wait_for_quiet(budget_s):
     "Sleep in 1-s samples until other processes use < quiet_share of the machine, or `budget_s` runs out."
     waited = 0.0
     while True:
-        _, others = measure(lambda: time.sleep(1.0))
+        _, _, others = measure(lambda: time.sleep(1.0))
         if others < HP['quiet_share'] or waited + 1 > budget_s: return waited, others
         waited += 1.0
 
@@ -234,7 +212,7 @@ for rnd in range(HP['warmup'] + HP['repeats']):
     order = list(configs); rng.shuffle(order)
     w0 = time.perf_counter()
     for name in order:
-        dt, others = measure(configs[name])
+        dt, _, others = measure(configs[name])
         if not warm: samples[name].append((dt, others))
     print(f"round {rnd + 1}/{HP['warmup'] + HP['repeats']}{' (warm-up)' if warm else ''}: {time.perf_counter() - w0:.1f} s"
           + ('' if warm else f", others used {statistics.mean(o for n in order for _, o in samples[n][-1:]):.0%} of the CPUs"),
@@ -317,10 +295,7 @@ res = dict(benchmark='step_time', started_at=started_at, finished_at=datetime.no
            pieces=dict(score_pass=stats(times['score_pass']), full_step=stats(times['full_step']),
                        lib_full_step=stats(times['lib_full'])),
            per_rate=per_rate, overhead=overhead, goals=goals, noise=noise,
-           device=device_info(device) | dict(cpu_model=next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo')
-                                                            if l.startswith('model name')), platform.processor())
-                                              if Path('/proc/cpuinfo').exists() else platform.processor(),
-                                              logical_cpus=os.cpu_count()),
+           device=device_info(device) | dict(cpu_model=cpu_model(), logical_cpus=os.cpu_count()),
            versions=versions(), git=git, command=' '.join([Path(sys.executable).name, *sys.argv]))
 out.parent.mkdir(parents=True, exist_ok=True)
 out.with_suffix('.json').write_text(json.dumps(res, indent=2))

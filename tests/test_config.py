@@ -449,3 +449,14 @@ def test_every_field_settable_from_file(tmp_path):
     p = save_config(c, tmp_path / 'full.yaml')
     assert load_config(p, env_file=None) == c
     assert sum(len(fields(type(getattr(c, f.name)))) for f in fields(c)) == sum(len(v) for v in c.to_dict().values())
+
+
+def test_stale_scoring_takes_ast_or_its_controls():
+    "Stale scoring draws per epoch with ast, or with random/topk (the controls); other methods are refused by name."
+    for m in ('ast', 'random', 'topk'):
+        assert load_config(None, ['ast.scoring=stale', f'ast.method={m}'], env_file=None).ast.method == m
+    msg = err(load_config, None, ['ast.scoring=stale', 'ast.method=sb'], env_file=None)
+    assert 'ast.method' in msg and 'random' in msg
+    # exploration is part of AST's drawn share only: the controls take any explore
+    err(load_config, None, ['ast.scoring=stale', 'ast.target_activation=0.1', 'ast.explore=0.2'], env_file=None)
+    load_config(None, ['ast.scoring=stale', 'ast.method=random', 'ast.target_activation=0.1', 'ast.explore=0.2'], env_file=None)

@@ -1,0 +1,83 @@
+"""What every CPU benchmark here needs: a record of the code and machine, and honest timing on a shared machine.
+
+Other processes (tests, other runs) can share the cores. With as many torch threads as cores, a competing process
+slows the work by much more than its share of the CPUs (OpenMP threads wait at barriers for a descheduled partner).
+So each measurement records the share of the CPUs that *other* processes used meanwhile (/proc/stat minus our own
+CPU time), the scripts wait for quiet before timing, and summaries use the clean measurements.
+"""
+import os, platform, statistics, subprocess, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK, NCPU = os.sysconf('SC_CLK_TCK'), os.cpu_count()
+
+def git_state():
+    "HEAD and any uncommitted library files: what code produced these numbers."
+    try:
+        run = lambda *a: subprocess.run(['git', *a], capture_output=True, text=True, cwd=ROOT).stdout
+        return dict(head=run('rev-parse', '--short', 'HEAD').strip(),
+                    library_files_changed=[l[3:] for l in run('status', '--porcelain', '--', 'astlab').splitlines()])
+    except Exception: return None
+
+def cpu_model():
+    "The CPU's model name (from /proc/cpuinfo on Linux)."
+    try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
+    except Exception: return platform.processor()
+
+def busy_s():
+    "CPU seconds the whole machine has been busy (user+nice+system+irq+softirq+steal) since boot."
+    v = [int(f) for f in open('/proc/stat').readline().split()[1:9]]
+    return (sum(v) - v[3] - v[4]) / CLK
+
+def measure(fn):
+    "Run fn; return (its result, wall seconds, share of the machine's cores that other processes used meanwhile)."
+    w0, c0, b0 = time.perf_counter(), time.process_time(), busy_s()
+    result = fn()
+    wall, ours, busy = time.perf_counter() - w0, time.process_time() - c0, busy_s() - b0
+    return result, wall, max(0.0, busy - ours) / (max(wall, 1e-9) * NCPU)
+
+class Quiet:
+    "Waits (within a per-call and a total budget) until other processes use < `share` of the machine."
+    def __init__(self, share=0.10, per_call_s=60, budget_s=900):
+        self.share, self.per_call_s, self.left, self.waits = share, per_call_s, budget_s, []
+    def wait(self):
+        "Sleep in 1-s samples until quiet or out of budget; return the others' share in the last sample."
+        waited, budget = 0.0, min(self.per_call_s, self.left)
+        while True:
+            _, _, others = measure(lambda: time.sleep(1.0))
+            if others < self.share or waited + 1 > budget: break
+            waited += 1.0
+        self.left -= waited; self.waits.append(waited)
+        return others
+
+def mean_std(xs):
+    "Mean, sample standard deviation (0 for one value) and count."
+    xs = list(xs)
+    return dict(mean=statistics.mean(xs), std=statistics.stdev(xs) if len(xs) > 1 else 0.0, n=len(xs))
+
+def train_run(config, label, overrides, quiet, out_dir):
+    """One whole `astlab.train.train` run on `config` with `overrides`, in this process; the numbers a comparison needs.
+
+    `wall_s` is the whole run (data, every epoch's evaluation and checkpoint writes included); `train_s` counts the
+    training steps only. `others_share` says how much of the machine other processes used meanwhile."""
+    from astlab.config import load_config
+    from astlab.train import train
+    cfg = load_config(config, [*overrides, 'training.device=cpu', 'training.progress=false',
+                               f'logging.output_dir={out_dir}'], env_file=None)
+    quiet.wait()
+    w0, c0, b0 = time.perf_counter(), time.process_time(), busy_s()
+    res = train(cfg, progress=False, log=lambda *a: None)
+    wall, ours = time.perf_counter() - w0, time.process_time() - c0
+    others = max(0.0, busy_s() - b0 - ours) / (wall * NCPU)
+    h, tot, bs = res['training_history'], res['totals'], cfg.training.batch_size
+    train_s = sum(r['step_time_ms'] / 1e3 * round(r['samples_seen'] / bs) for r in h)   # training steps only
+    row = dict(label=label, overrides=list(overrides), seed=cfg.training.seed, final_val_acc=h[-1]['val_acc'],
+               best_val_acc=res['best_accuracy'], gflops=tot['flops'] / 1e9, train_s=train_s, wall_s=wall,
+               activation_rate=tot['activation_rate'], samples_seen=tot['samples_seen'],
+               samples_scored=tot['samples_scored'], samples_trained=tot['samples_trained'],
+               fwd_bwd_flops=res['flops_per_sample']['fwd_bwd'], fwd_flops=res['flops_per_sample']['fwd'],
+               energy_savings=tot['energy_savings'], others_share=round(others, 3), complete=res['complete'])
+    print(f"{label:>20} seed {row['seed']}: val {row['final_val_acc']:.3f} (best {row['best_val_acc']:.3f}), "
+          f"{row['gflops']:7.1f} GFLOPs, train {train_s:5.1f} s, wall {wall:5.1f} s, active {row['activation_rate']:.3f}, "
+          f"others used {others:.0%} of the CPUs", flush=True)
+    return row
