@@ -44,10 +44,12 @@ pytest: install
 readme: install
 	$(PY) tools/render_readme.py
 
-## CPU benchmarks, quick versions (< 10 min on 2 idle cores): step time (6 timed rounds), digits quality (1 seed)
+## CPU benchmarks, quick versions (< 10 min on 2 idle cores): step time (6 timed rounds), digits quality (1 seed),
+## whole runs at r = 0.25 (1 seed, 5 variants)
 bench: install
 	$(PY) benchmarks/step_time.py --quick
 	$(PY) benchmarks/digits_quality.py --quick
+	$(PY) benchmarks/whole_run.py --quick
 
 clean:
 	rm -rf results _proc _docs build dist *.egg-info

@@ -5,14 +5,14 @@
 # %% ../nbs/07a_sparse.ipynb #2
 from __future__ import annotations
 import torch, torch.nn.functional as F
-from contextlib import nullcontext
+from contextlib import nullcontext, contextmanager
 from .learner import Callback
 from .distributed import all_reduce_sum
 from .selection import Selector, SelectionState, make_selector
 from .significance import get_scorer
 
 # %% auto #0
-__all__ = ['BatchStats', 'SelectionCB']
+__all__ = ['BatchStats', 'frozen_running_stats', 'SelectionCB']
 
 # %% ../nbs/07a_sparse.ipynb #5
 _BN = torch.nn.modules.batchnorm._BatchNorm
@@ -49,7 +49,16 @@ class BatchStats:
         for m, tr, rm, rv in self.saved: m.running_mean, m.running_var = rm, rv; m.train(tr)
         self.saved, self.stats = [], {}
 
-# %% ../nbs/07a_sparse.ipynb #6
+@contextmanager
+def frozen_running_stats(model):
+    "Inside: BatchNorm still normalises with each batch's own statistics but updates no running statistics."
+    bns = [m for m in model.modules() if isinstance(m, _BN) and m.track_running_stats]
+    for m in bns: m.track_running_stats = False
+    try: yield
+    finally:
+        for m in bns: m.track_running_stats = True
+
+# %% ../nbs/07a_sparse.ipynb #7
 class SelectionCB(Callback):
     "AST's two-pass step: score under no_grad, select with `selector`, train on the selected samples only."
     order = -5
@@ -81,7 +90,8 @@ class SelectionCB(Callback):
         if self.selector.needs_scores:
             if self.bn is None and self.bn_stats == 'score': self.bn = BatchStats(L.model)
             xs = x if self.score_scale == 1 else F.interpolate(x, scale_factor=self.score_scale, mode='bilinear')
-            with torch.no_grad(), L.autocast(), (self.bn.capture() if self.bn else nullcontext()):
+            with torch.no_grad(), L.autocast(), (self.bn.capture() if self.bn else nullcontext()), \
+                 (frozen_running_stats(L.model) if self.score_scale != 1 else nullcontext()):
                 logits = L.model(xs)
             scores = self.scorer(logits, y)
             self.correct += (logits.argmax(1) == y).sum(); self.acc_n += n; self.scored += n
@@ -90,7 +100,8 @@ class SelectionCB(Callback):
         k = mask.sum()
         self.trained += k
         if self.selector.last_rate is not None: self.rates.append(self.selector.last_rate)
-        if self.selector.name != 'full': L.xb, L.yb = x[mask], y[mask]   # `L.idx` stays whole: `L.idx[L.selected]`
+        if self.selector.name != 'full':   # one nonzero (a host sync) for both tensors; `L.idx` stays whole
+            sel = mask.nonzero().squeeze(1); L.xb, L.yb = x[sel], y[sel]
         L.selected = mask
         if scores is not None and self.bn is not None: self.bn.apply()
 

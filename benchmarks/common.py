@@ -5,7 +5,7 @@ slows the work by much more than its share of the CPUs (OpenMP threads wait at b
 So each measurement records the share of the CPUs that *other* processes used meanwhile (/proc/stat minus our own
 CPU time), the scripts wait for quiet before timing, and summaries use the clean measurements.
 """
-import os, platform, statistics, subprocess, time
+import math, os, platform, statistics, subprocess, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +70,9 @@ def train_run(config, label, overrides, quiet, out_dir):
     wall, ours = time.perf_counter() - w0, time.process_time() - c0
     others = max(0.0, busy_s() - b0 - ours) / (wall * NCPU)
     h, tot, bs = res['training_history'], res['totals'], cfg.training.batch_size
-    train_s = sum(r['step_time_ms'] / 1e3 * round(r['samples_seen'] / bs) for r in h)   # training steps only
+    # training steps only: a batch of every `bs` samples loaded (stale scoring loads only the drawn ones)
+    loaded = 'samples_trained' if cfg.ast.scoring == 'stale' else 'samples_seen'
+    train_s = sum(r['step_time_ms'] / 1e3 * math.ceil(r[loaded] / bs) for r in h)
     row = dict(label=label, overrides=list(overrides), seed=cfg.training.seed, final_val_acc=h[-1]['val_acc'],
                best_val_acc=res['best_accuracy'], gflops=tot['flops'] / 1e9, train_s=train_s, wall_s=wall,
                activation_rate=tot['activation_rate'], samples_seen=tot['samples_seen'],

@@ -13,9 +13,10 @@ evaluation and checkpoint. Fresh AST pays a score pass on every sample, so at r 
   Measured: its accuracy cost against fresh AST at full resolution.
 
 Runs (3 seeds each, 15 epochs, the configs/digits_ast.yaml preset): full; random per batch; fresh AST; AST with cheap
-scoring; stale AST; stale random; stale AST + rescaling + 2 annealing epochs; stale random + 2 annealing epochs.
+scoring; stale AST; stale random; stale AST + 2 annealing epochs, without and with rescaling; stale random + 2
+annealing epochs.
 
-    python benchmarks/whole_run.py           # the committed protocol (about 10 min on 2 idle cores)
+    python benchmarks/whole_run.py           # the committed protocol (about 12 min on 2 idle cores)
     python benchmarks/whole_run.py --quick   # what `make bench` runs: 1 seed, 5 variants (about 2.5 min)
 """
 # ---------------------------------------------------------------------------------------------------------------------
@@ -41,6 +42,7 @@ VARIANTS = {   # label: (overrides, what it is)
     'ast_cheap':            (['ast.score_scale=0.5'], 'fresh AST, score pass at half resolution'),
     'stale':                (['ast.scoring=stale'], 'stale AST: drawn per epoch from last training scores'),
     'stale_random':         (['ast.scoring=stale', 'ast.method=random'], 'the control: same schedule, random draw'),
+    'stale_anneal':         (['ast.scoring=stale', 'ast.anneal_epochs=2'], 'stale AST + 2 full epochs at the end'),
     'stale_rescale_anneal': (['ast.scoring=stale', 'ast.rescale=true', 'ast.anneal_epochs=2'],
                              'stale AST + InfoBatch rescaling + 2 full epochs at the end'),
     'stale_random_anneal':  (['ast.scoring=stale', 'ast.method=random', 'ast.anneal_epochs=2'],
@@ -128,7 +130,8 @@ if 'ast_cheap' in summary and 'ast' in summary:
                                   accuracy_cost=-diff('ast_cheap', 'ast')['diff'], se=diff('ast_cheap', 'ast')['se'],
                                   flops_saved=1 - c['gflops']['mean'] / a['gflops']['mean'],
                                   wall_saved=1 - c['wall_s']['mean'] / a['wall_s']['mean'])
-for a, b in (('stale', 'stale_random'), ('stale_rescale_anneal', 'stale_random_anneal'), ('stale', 'random'),
+for a, b in (('stale', 'stale_random'), ('stale_anneal', 'stale_random_anneal'),
+             ('stale_rescale_anneal', 'stale_random_anneal'), ('stale_rescale_anneal', 'stale_anneal'), ('stale', 'random'),
              ('ast', 'random'), ('ast_cheap', 'random')):
     if a in summary and b in summary: comparisons[f'{a} vs {b}'] = diff(a, b)
 
@@ -153,7 +156,7 @@ tmp_json = out.with_suffix('.json.tmp'); tmp_json.write_text(json.dumps(res, ind
 import matplotlib; matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 colours = {'full': 'black', 'random': '#888888', 'ast': '#1f77b4', 'ast_cheap': '#17becf', 'stale': '#d62728',
-           'stale_random': '#ff9896', 'stale_rescale_anneal': '#9467bd', 'stale_random_anneal': '#c5b0d5'}
+           'stale_random': '#ff9896', 'stale_anneal': '#8c564b', 'stale_rescale_anneal': '#9467bd', 'stale_random_anneal': '#c5b0d5'}
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
 for ax, key, xlabel in ((axes[0], 'flops_ratio', 'counted FLOPs / full'), (axes[1], 'wall_ratio', 'whole-run wall time / full')):
     for label, s in summary.items():
