@@ -19,6 +19,7 @@ sample by 4 here: (0.167 x 1 + 0.083 x 10) / 0.25; is that, rather than the choi
 
     python benchmarks/whole_run.py           # the committed protocol (about 14 min on 2 idle cores)
     python benchmarks/whole_run.py --quick   # what `make bench` runs: 1 seed, 5 variants (about 2.5 min)
+    python benchmarks/whole_run.py --variants stale_anneal_lr4 stale_random_anneal_lr4 --out benchmarks/results/whole_run_lr4
 """
 # ---------------------------------------------------------------------------------------------------------------------
 # Setup
@@ -51,13 +52,16 @@ VARIANTS = {   # label: (overrides, what it is)
     'stale_random_anneal_lr4': (['ast.scoring=stale', 'ast.method=random', 'ast.anneal_epochs=2', 'training.lr=0.2'],
                                 'the same at 4x the learning rate: rescaling multiplies the mean loss of a drawn '
                                 'sample by 4 at r = 0.25, explore 0.1'),
+    'stale_anneal_lr4':     (['ast.scoring=stale', 'ast.anneal_epochs=2', 'training.lr=0.2'],
+                             'stale AST + 2 full epochs at 4x the learning rate (not in the default protocol)'),
 }
+DEFAULT = tuple(v for v in VARIANTS if v != 'stale_anneal_lr4')
 HP = dict(
     config='configs/digits_ast.yaml',  # resnet_small, digits upscaled to 32 px, batch 64, lr 0.05 cosine, 1 warm-up epoch
     epochs=15,                         # per run (the preset's 15)
     seeds=(0, 1, 2),                   # training.seed: init, data order, selection RNG
     rate=0.25,                         # target activation r
-    variants=tuple(VARIANTS),
+    variants=DEFAULT,
     threads=2,                         # torch intra-op threads (set explicitly, recorded)
     clean_share=0.10,                  # a run's times are clean if other processes used < 10 % of the CPUs meanwhile
     wait_per_run_s=60,                 # before each run, wait up to 60 s for other processes to go quiet ...
@@ -71,9 +75,11 @@ ap.add_argument('--seeds', type=int, nargs='+', help=f"seeds (default {' '.join(
 ap.add_argument('--epochs', type=int, help=f"epochs per run (default {HP['epochs']})")
 ap.add_argument('--threads', type=int, default=HP['threads'], help='torch threads (default %(default)s)')
 ap.add_argument('--wait-budget', type=float, help=f"seconds in all to wait for quiet CPUs (default {HP['wait_budget_s']})")
+ap.add_argument('--variants', nargs='+', choices=list(VARIANTS), help='run only these (full is always run: the ratios need it)')
 ap.add_argument('--out', help='output path without extension (default benchmarks/results/whole_run[_quick])')
 args = ap.parse_args()
 if args.quick: HP.update(seeds=(0,), variants=('full', 'ast', 'ast_cheap', 'stale', 'stale_random'), wait_budget_s=60)
+if args.variants: HP['variants'] = tuple(dict.fromkeys(['full', *args.variants]))
 if args.seeds: HP['seeds'] = tuple(args.seeds)
 if args.epochs: HP['epochs'] = args.epochs
 if args.wait_budget is not None: HP['wait_budget_s'] = args.wait_budget
@@ -136,7 +142,8 @@ if 'ast_cheap' in summary and 'ast' in summary:
                                   wall_saved=1 - c['wall_s']['mean'] / a['wall_s']['mean'])
 for a, b in (('stale', 'stale_random'), ('stale_anneal', 'stale_random_anneal'),
              ('stale_rescale_anneal', 'stale_random_anneal'), ('stale_rescale_anneal', 'stale_anneal'),
-             ('stale_rescale_anneal', 'stale_random_anneal_lr4'), ('stale', 'random'),
+             ('stale_rescale_anneal', 'stale_random_anneal_lr4'), ('stale_anneal_lr4', 'stale_random_anneal_lr4'),
+             ('stale', 'random'),
              ('ast', 'random'), ('ast_cheap', 'random')):
     if a in summary and b in summary: comparisons[f'{a} vs {b}'] = diff(a, b)
 
@@ -161,7 +168,7 @@ tmp_json = out.with_suffix('.json.tmp'); tmp_json.write_text(json.dumps(res, ind
 import matplotlib; matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 colours = {'full': 'black', 'random': '#888888', 'ast': '#1f77b4', 'ast_cheap': '#17becf', 'stale': '#d62728',
-           'stale_random': '#ff9896', 'stale_anneal': '#8c564b', 'stale_rescale_anneal': '#9467bd', 'stale_random_anneal': '#c5b0d5', 'stale_random_anneal_lr4': '#e377c2'}
+           'stale_random': '#ff9896', 'stale_anneal': '#8c564b', 'stale_rescale_anneal': '#9467bd', 'stale_random_anneal': '#c5b0d5', 'stale_random_anneal_lr4': '#e377c2', 'stale_anneal_lr4': '#bcbd22'}
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
 for ax, key, xlabel in ((axes[0], 'flops_ratio', 'counted FLOPs / full'), (axes[1], 'wall_ratio', 'whole-run wall time / full')):
     for label, s in summary.items():
