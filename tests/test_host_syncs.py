@@ -53,9 +53,10 @@ def syncs_per_batch(tmp_path, method, *extra):
         if phase == 'batch': per[op] += n
     return {op: n / batches for op, n in per.items()}, sc.counts
 
-def test_ast_step_reads_back_only_the_count(tmp_path):
+@pytest.mark.parametrize('extra', [(), ('ast.bucket=8',)])
+def test_ast_step_reads_back_only_the_count(tmp_path, extra):
     "The AST step's host reads: the active count (the train pass's shape depends on it) and the NaN guard."
-    per, counts = syncs_per_batch(tmp_path, 'ast')
+    per, counts = syncs_per_batch(tmp_path, 'ast', *extra)
     total = sum(per.values())
     # 1 count (int(mask.sum())), 1 boolean-mask index (right after it: no second drain), 1 finiteness check
     assert total <= 3.0, (per, counts)
