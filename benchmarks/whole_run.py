@@ -107,7 +107,8 @@ for seed in HP['seeds']:
 # ---------------------------------------------------------------------------------------------------------------------
 # Summary: mean +- std over seeds; ratios to full (wall: clean runs only); the goals
 # ---------------------------------------------------------------------------------------------------------------------
-def clean(xs): return [x for x in xs if x['others_share'] < HP['clean_share']] or xs
+def clean_only(xs): return [x for x in xs if x['others_share'] < HP['clean_share']]
+def clean(xs): return clean_only(xs) or xs   # all runs, flagged by n_clean, when none was clean
 by = {label: [x for x in runs if x['label'] == label] for label in HP['variants']}
 full_wall = mean_std(x['wall_s'] for x in clean(by['full']))['mean']
 full_flops = mean_std(x['gflops'] for x in by['full'])['mean']
@@ -116,7 +117,7 @@ for label, xs in by.items():
     s = {k: mean_std(x[k] for x in xs) for k in ('final_val_acc', 'best_val_acc', 'gflops', 'activation_rate')}
     s['wall_s'] = mean_std(x['wall_s'] for x in clean(xs))
     s['train_s'] = mean_std(x['train_s'] for x in clean(xs))
-    s |= dict(what=VARIANTS[label][1], overrides=VARIANTS[label][0], n_clean=len([x for x in xs if x['others_share'] < HP['clean_share']]),
+    s |= dict(what=VARIANTS[label][1], overrides=VARIANTS[label][0], n_clean=len(clean_only(xs)),
               wall_ratio=s['wall_s']['mean'] / full_wall, flops_ratio=s['gflops']['mean'] / full_flops)
     summary[label] = s
 
@@ -135,9 +136,9 @@ if 'stale' in summary:
                                     wall_ratio=s['wall_ratio'], flops_ratio=s['flops_ratio'],
                                     met=s['wall_ratio'] <= HP['goal_wall_ratio'] and s['flops_ratio'] <= HP['goal_wall_ratio'])
 if 'ast_cheap' in summary and 'ast' in summary:
-    c, a = summary['ast_cheap'], summary['ast']
+    c, a, d = summary['ast_cheap'], summary['ast'], diff('ast_cheap', 'ast')
     goals['cheap_scoring'] = dict(goal='measure the accuracy cost of scoring at half resolution',
-                                  accuracy_cost=-diff('ast_cheap', 'ast')['diff'], se=diff('ast_cheap', 'ast')['se'],
+                                  accuracy_cost=-d['diff'], se=d['se'],
                                   flops_saved=1 - c['gflops']['mean'] / a['gflops']['mean'],
                                   wall_saved=1 - c['wall_s']['mean'] / a['wall_s']['mean'])
 for a, b in (('stale', 'stale_random'), ('stale_anneal', 'stale_random_anneal'),
@@ -147,7 +148,7 @@ for a, b in (('stale', 'stale_random'), ('stale_anneal', 'stale_random_anneal'),
              ('ast', 'random'), ('ast_cheap', 'random')):
     if a in summary and b in summary: comparisons[f'{a} vs {b}'] = diff(a, b)
 
-runs_clean = sum(x['others_share'] < HP['clean_share'] for x in runs)
+runs_clean = len(clean_only(runs))
 res = dict(benchmark='whole_run', started_at=started_at,
            finished_at=datetime.now(timezone.utc).isoformat(timespec='seconds'), runtime_s=time.perf_counter() - t_script,
            hyperparameters=HP, goals=goals, comparisons=comparisons, summary=summary, runs=runs,

@@ -66,6 +66,10 @@ def test_full_step_reads_back_only_the_nan_guard(tmp_path):
     per, counts = syncs_per_batch(tmp_path, 'full')
     assert sum(per.values()) <= 1.0, (per, counts)
 
+def test_random_step_reads_back_only_the_subset_indices_and_the_nan_guard(tmp_path):
+    per, counts = syncs_per_batch(tmp_path, 'random')
+    assert sum(per.values()) <= 2.0, (per, counts)
+
 def test_stale_step_has_no_selection_sync(tmp_path):
     "Stale scoring selects before the epoch: its batches read back no more than full training's."
     per, _ = syncs_per_batch(tmp_path, 'ast', 'ast.scoring=stale')
