@@ -181,6 +181,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'astlab.kaggle._write': ('kaggle.html#_write', 'astlab/kaggle.py'),
                                'astlab.kaggle.check_install': ('kaggle.html#check_install', 'astlab/kaggle.py'),
                                'astlab.kaggle.check_metadata': ('kaggle.html#check_metadata', 'astlab/kaggle.py'),
+                               'astlab.kaggle.committed_files': ('kaggle.html#committed_files', 'astlab/kaggle.py'),
                                'astlab.kaggle.default_install': ('kaggle.html#default_install', 'astlab/kaggle.py'),
                                'astlab.kaggle.find_run_notebook': ('kaggle.html#find_run_notebook', 'astlab/kaggle.py'),
                                'astlab.kaggle.kaggle_cli': ('kaggle.html#kaggle_cli', 'astlab/kaggle.py'),
