@@ -53,7 +53,10 @@ class DatasetConfig:
 @dataclass
 class ASTConfig:
     "Adaptive Sparse Training: how samples are scored, selected, and how the threshold is steered."
-    method:str=_f('ast', choices=('ast', 'random', 'topk', 'sb', 'full')) # selector (see `astlab.selection`)
+    method:str=_f('ast', choices=('ast', 'random', 'topk', 'sb', 'full', 'is')) # selector (see `astlab.selection`)
+    sharpness:Optional[float]=_f(None, gt=0) # ast: beta of soft AST, keep prob min(1, (s/tau)^beta), loss weight 1/prob; null or .inf = hard threshold
+    weight_clip:Optional[float]=_f(None, ge=1) # soft ast / is: cap on the 1/prob loss weights (null: none; a cap biases)
+    uniform_floor:float=_f(0.0, ge=0, le=1) # soft ast / is: mix this share of uniform sampling into the keep probabilities
     scorer:str=_f('significance', choices=('significance', 'loss', 'entropy', 'margin')) # per-sample score
     target_activation:float=_f(0.25, gt=0, le=1) # fraction of each batch to train on, in (0, 1]
     initial_threshold:float=1.0 # starting significance threshold
@@ -213,6 +216,13 @@ def _relations(c:Config):
     yield (('ast.scoring', 'ast.method'), a.scoring == 'stale' and a.method not in ('ast', 'random', 'topk'),
            "ast.scoring 'stale' draws each epoch's samples with ast (PI-controlled), random (the control) or topk: "
            "set ast.method to one of those (or ast.scoring to 'fresh')")
+    soft = a.method == 'is' or (a.method == 'ast' and a.sharpness is not None and a.sharpness != float('inf'))
+    yield (('ast.sharpness', 'ast.method'), a.sharpness is not None and a.method != 'ast',
+           "ast.sharpness shapes soft AST only: unset it, or set ast.method to 'ast' ('is' is sharpness 1)")
+    yield (('ast.weight_clip', 'ast.uniform_floor', 'ast.method'), (a.weight_clip is not None or a.uniform_floor > 0) and not soft,
+           "ast.weight_clip and ast.uniform_floor act on soft AST's weights: set ast.method to 'is', or 'ast' with a finite ast.sharpness")
+    yield (('ast.scoring', 'ast.sharpness'), a.scoring == 'stale' and soft,
+           "ast.scoring 'stale' draws with the hard threshold: unset ast.sharpness and use ast.method 'ast' (or scoring 'fresh')")
     yield (('ast.explore', 'ast.target_activation'),
            a.scoring == 'stale' and a.method == 'ast' and a.explore >= a.target_activation,
            "Lower ast.explore below ast.target_activation (exploration is part of the drawn share)")
