@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.script import call_parse
 from .config import redact
+from .meters import history_rows
 
 # %% auto #0
 __all__ = ['load_results', 'results_table', 'plot_run', 'plot_comparison', 'pareto_front', 'plot_pareto', 'plot_traces',
@@ -30,7 +31,7 @@ def results_table(results:list) -> pd.DataFrame:
     "One row per run: method, target, accuracy, measured cost, tracking error."
     rows = []
     for r in results:
-        h = r.get('training_history', [])
+        h = history_rows(r)
         rates = [e['activation_rate'] for e in h]
         tot = r.get('totals', {})
         m, tgt = r.get('method', '?'), r.get('target_activation')
@@ -48,7 +49,7 @@ def results_table(results:list) -> pd.DataFrame:
 def plot_run(res:dict, fname=None):
     "2×2 panel: activation vs target, threshold, val accuracy, energy and step time per epoch."
     import matplotlib.pyplot as plt
-    h = res['training_history']; ep = [e['epoch'] for e in h]
+    h = history_rows(res); ep = [e['epoch'] for e in h]
     fig, ax = plt.subplots(2, 2, figsize=(10, 6.5))
     ax[0, 0].plot(ep, [e['activation_rate'] for e in h], 'o-', label='activation rate')
     if res.get('method') != 'full': ax[0, 0].axhline(res['target_activation'], ls='--', c='k', lw=0.8, label='target')
@@ -70,7 +71,7 @@ def plot_comparison(results:list, fname=None, title='validation accuracy vs coun
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for r in results:
-        h = r['training_history']
+        h = history_rows(r)
         if not h: continue
         ax.plot([e['est_flops_g'] for e in h], [e['val_acc'] for e in h], 'o-', ms=3,
                 label=f"{r.get('run_name')} (best {r['best_accuracy']:.3f})")
@@ -107,7 +108,7 @@ def plot_pareto(results:list, df:pd.DataFrame|None=None):
     front = pareto_front(df)
     fig = Figure(figsize=(8, 5)); ax = fig.add_subplot()
     for (i, row), r in zip(df.iterrows(), results):
-        h = r.get('training_history', [])
+        h = history_rows(r)
         line, = ax.plot([e['est_flops_g'] for e in h], [e['val_acc'] for e in h], '-', lw=1, alpha=0.45)
         ax.plot(row.gflops, row.best_acc, 'o', ms=8 if front[i] else 6, c=line.get_color(),
                 mec='k' if front[i] else 'none', label=f"{row.run}{'  (front)' if front[i] else ''}")
@@ -121,7 +122,7 @@ def plot_pareto(results:list, df:pd.DataFrame|None=None):
 def plot_traces(res:dict):
     "One run's controller trace: activation rate vs its target, and the threshold the controller chose, per epoch."
     from matplotlib.figure import Figure
-    h = res.get('training_history', []); ep = [e['epoch'] for e in h]
+    h = history_rows(res); ep = [e['epoch'] for e in h]
     fig = Figure(figsize=(9, 2.8)); a, b = fig.subplots(1, 2)
     a.plot(ep, [e['activation_rate'] for e in h], 'o-', label='activation rate')
     if res.get('method') != 'full' and res.get('target_activation') is not None:

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['ConfigError', 'ModelConfig', 'DatasetConfig', 'ASTConfig', 'TrainingConfig', 'LoggingConfig', 'MetricsConfig',
-           'Config', 'config_from_dict', 'load_config', 'save_config', 'redact']
+           'Config', 'config_from_dict', 'split_overrides', 'load_config', 'save_config', 'redact']
 
 # %% ../nbs/00_config.ipynb #2
 import copy, difflib, json, os, re, tempfile, types
@@ -319,6 +319,20 @@ def _parse_override(o:str) -> tuple:
     if base is str and isinstance(v, (bool, int, float)): v = raw
     return k, _coerce(k, v, _keys(section)[key], src)
 
+# %% ../nbs/00_config.ipynb #14eb5b3b
+_NEXT_KEY = re.compile(r'[,\s]+(?=[A-Za-z_]\w*\.\w+\s*=)')
+
+def split_overrides(overrides, # None, a `section.key=value` string (several: comma/space separated), or a list of them
+                   ) -> list: # one `section.key=value` string per override
+    "Every override as its own string, whatever shape they came in."
+    if overrides is None: return []
+    if isinstance(overrides, str): overrides = [overrides]
+    out = []
+    for o in overrides:
+        if not isinstance(o, str): raise ConfigError(f"Malformed override {o!r}: expected section.key=value strings")
+        out += [p for p in _NEXT_KEY.split(o.strip()) if p]
+    return out
+
 # %% ../nbs/00_config.ipynb #32
 def load_config(path=None, # YAML or JSON file; None: the defaults
                 overrides=(), # dotted overrides applied after the file, e.g. ['training.lr=0.05']
@@ -326,7 +340,7 @@ def load_config(path=None, # YAML or JSON file; None: the defaults
                ) -> Config:
     "Load, override and validate a `Config`; every problem is a `ConfigError` naming the key and the file."
     if env_file and Path(env_file).is_file(): load_dotenv(env_file, override=False)
-    if isinstance(overrides, str): overrides = [overrides]
+    overrides = split_overrides(overrides)
     values, origins = _normalize(_read(path), str(path)) if path is not None else ({}, {})
     for o in overrides:
         k, v = _parse_override(o)
