@@ -9,8 +9,9 @@ from datetime import datetime
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.script import call_parse
-from .config import redact
+from .config import ConfigError, redact
 from .meters import history_rows
+from .preflight import check_writable
 
 # %% auto #0
 __all__ = ['load_results', 'results_table', 'plot_run', 'plot_comparison', 'pareto_front', 'plot_pareto', 'plot_traces',
@@ -216,6 +217,10 @@ def analyze_cli(results_dir:str='results', # directory holding final_results_*.j
                 csv:str=None,              # also write the table as CSV here
                 report:bool=False):        # write one self-contained HTML page comparing every run: results_dir/report.html
     "Print a table of every run in `results_dir`; optionally draw the plots and write the HTML report."
+    try: check_writable([(Path(results_dir)/'plots', False, '--results-dir') if plot else (None, 0, 0),
+                         (Path(results_dir)/'report.html', True, '--results-dir') if report else (None, 0, 0),
+                         (csv, True, '--csv')])          # before reading anything: a read-only folder fails at once
+    except ConfigError as e: print(f"error: {e}", file=sys.stderr); return 2
     res = load_results(results_dir)
     if not res:
         print(f"error: no final_results_*.json in {results_dir!r}: run astlab-run first or pass --results-dir",

@@ -17,6 +17,7 @@ from .models import create_model
 from .meters import flops_per_sample, EnergyMeter, RunMeter, history_columns, history_rows, SEED_HISTORY
 from .learner import Learner, Callback, LRSchedCB, EarlyStopCB, TimeLimitCB, NonFiniteCB, ProgressCB, SignalCB
 from .checkpoint import CheckpointCB, CheckpointError, load_checkpoint, restore_learner
+from .preflight import check_writable, warn_ignored
 from .sparse import SelectionCB
 from .stale import StaleScoreCB, IndexSampler, stale_loader
 from .distributed import init_distributed, world_size, rank, is_main, all_reduce_sum, shard_indices
@@ -221,6 +222,12 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
             log(f"run {name} is already complete ({done.get('epochs_completed')} epochs): nothing to do, every file "
                 f"left as it is; results: {done['results_path']} (raise training.epochs to extend it)")
             return done
+    if is_main():                                     # before any data is loaded: fail in a second, not after an epoch
+        warn_ignored(cfg)
+        out = '--output-dir (logging.output_dir)'
+        check_writable([(cfg.logging.output_dir, False, out), (ck_dir, False, out),
+                        (cfg.logging.jsonl_path, True, '--jsonl-path (logging.jsonl_path)'),
+                        (ck['meta'].get('results_path') if ck else None, True, out)])
     if world > 1 and a.scoring == 'stale':
         raise ConfigError("ast.scoring 'stale' runs in one process for now: use ast.scoring=fresh with torchrun")
     amp_dtype, amp_note = resolve_amp(t.mixed_precision, device)
