@@ -48,6 +48,7 @@ class DatasetConfig:
     image_size:int=_f(32, ge=1) # square side length fed to the model, pixels
     num_samples:Optional[int]=_f(None, ge=1) # synthetic: dataset size; others: subsample to this many
     val_fraction:float=_f(0.2, gt=0, lt=1) # share held out for validation when there is no val split
+    label_noise:float=_f(0.0, ge=0, lt=1) # share of TRAINING labels flipped to another class (fixed seed; validation stays clean)
     on_bad_image:str=_f('skip', choices=('skip', 'error')) # what to do with an unreadable image
 
 @dataclass
@@ -81,6 +82,7 @@ class ASTConfig:
 class TrainingConfig:
     "Optimisation loop settings (see `astlab.train`)."
     epochs:int=_f(10, ge=1) # passes over the training set
+    budget:float=_f(1.0, gt=0, le=1) # train this fraction of `epochs`' steps, LR schedule decayed within them (budget-matched baseline)
     batch_size:int=_f(128, ge=1) # samples scored per step
     lr:float=_f(0.1, ge=0) # peak learning rate
     min_lr:float=_f(0.0, ge=0) # learning rate at the end of the cosine schedule
@@ -213,6 +215,8 @@ def _relations(c:Config):
     yield (('ast.scoring', 'ast.method'), a.scoring == 'stale' and a.method not in ('ast', 'random', 'topk'),
            "ast.scoring 'stale' draws each epoch's samples with ast (PI-controlled), random (the control) or topk: "
            "set ast.method to one of those (or ast.scoring to 'fresh')")
+    yield (('training.budget', 'ast.scoring'), t.budget < 1 and a.scoring == 'stale',
+           "training.budget < 1 cuts the step count of per-batch training: use it with ast.scoring=fresh (e.g. ast.method=full)")
     yield (('ast.explore', 'ast.target_activation'),
            a.scoring == 'stale' and a.method == 'ast' and a.explore >= a.target_activation,
            "Lower ast.explore below ast.target_activation (exploration is part of the drawn share)")
