@@ -54,7 +54,10 @@ class DatasetConfig:
 @dataclass
 class ASTConfig:
     "Adaptive Sparse Training: how samples are scored, selected, and how the threshold is steered."
-    method:str=_f('ast', choices=('ast', 'random', 'topk', 'sb', 'full')) # selector (see `astlab.selection`)
+    method:str=_f('ast', choices=('ast', 'random', 'topk', 'sb', 'full', 'is')) # selector (see `astlab.selection`)
+    sharpness:Optional[float]=_f(None, gt=0) # ast: beta of soft AST, keep prob min(1, (s/tau)^beta), loss weight 1/prob; null or .inf = hard threshold
+    weight_clip:Optional[float]=_f(None, ge=1) # soft ast / is: cap on the 1/prob loss weights (null: none; a cap biases)
+    uniform_floor:float=_f(0.0, ge=0, le=1) # soft ast / is: mix this share of uniform sampling into the keep probabilities
     scorer:str=_f('significance', choices=('significance', 'loss', 'entropy', 'margin')) # per-sample score
     target_activation:float=_f(0.25, gt=0, le=1) # fraction of each batch to train on, in (0, 1]
     initial_threshold:float=1.0 # starting significance threshold
@@ -217,6 +220,13 @@ def _relations(c:Config):
            "set ast.method to one of those (or ast.scoring to 'fresh')")
     yield (('training.budget', 'ast.scoring'), t.budget < 1 and a.scoring == 'stale',
            "training.budget < 1 cuts the step count of per-batch training: use it with ast.scoring=fresh (e.g. ast.method=full)")
+    soft = a.method == 'is' or (a.method == 'ast' and a.sharpness is not None and a.sharpness != float('inf'))
+    yield (('ast.sharpness', 'ast.method'), a.sharpness is not None and a.method != 'ast',
+           "ast.sharpness shapes soft AST only: unset it, or set ast.method to 'ast' ('is' is sharpness 1)")
+    yield (('ast.weight_clip', 'ast.uniform_floor', 'ast.method'), (a.weight_clip is not None or a.uniform_floor > 0) and not soft,
+           "ast.weight_clip and ast.uniform_floor act on soft AST's weights: set ast.method to 'is', or 'ast' with a finite ast.sharpness")
+    yield (('ast.scoring', 'ast.sharpness'), a.scoring == 'stale' and soft,
+           "ast.scoring 'stale' draws with the hard threshold: unset ast.sharpness and use ast.method 'ast' (or scoring 'fresh')")
     yield (('ast.explore', 'ast.target_activation'),
            a.scoring == 'stale' and a.method == 'ast' and a.explore >= a.target_activation,
            "Lower ast.explore below ast.target_activation (exploration is part of the drawn share)")

@@ -219,7 +219,9 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     selector = make_selector(a.method, target=target, kp=a.kp, ki=a.ki, initial_threshold=a.initial_threshold,
                              min_threshold=a.min_threshold, max_threshold=a.max_threshold, min_active=a.min_active,
                              ema=a.ema, kp_warmup_epochs=a.kp_warmup_epochs, ki_warmup_epochs=a.ki_warmup_epochs,
-                             sb_beta=a.sb_beta, sb_history=a.sb_history, normalize=a.normalize, bucket=a.bucket)
+                             sb_beta=a.sb_beta, sb_history=a.sb_history, normalize=a.normalize, bucket=a.bucket,
+                             sharpness=math.inf if a.sharpness is None else a.sharpness, weight_clip=a.weight_clip,
+                             uniform_floor=a.uniform_floor)
     if world > 1 and hasattr(selector, 'rate_reduce'):   # one global controller: every rank sees the global rate
         selector.rate_reduce = lambda count, n: all_reduce_sum(count, n, device=device)
     gen = torch.Generator().manual_seed(t.seed + 1 + rank())
