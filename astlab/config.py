@@ -110,6 +110,8 @@ class LoggingConfig:
     "Where results go."
     output_dir:str='results' # results, logs and checkpoints are written under this directory
     jsonl_path:Optional[str]=None # per-epoch JSON lines log (None: don't write one)
+    tensorboard:bool=False # write TensorBoard scalars under <output_dir>/tensorboard/<run> (pip install 'astlab[tensorboard]')
+    tensorboard_every:int=_f(50, ge=1) # batches between TensorBoard step scalars (loss, rate, FLOPs, energy)
     run_name:Optional[str]=None # label for this run (None: derived from the config)
 
 @dataclass

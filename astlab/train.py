@@ -247,6 +247,9 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     if (t.progress if progress is None else progress) and is_main(): cbs.append(ProgressCB())
     if world > 1: cbs.append(DistSamplerCB())
     name = run_name(cfg)
+    if cfg.logging.tensorboard and is_main():   # optional extra, imported only when asked for
+        from astlab.integrations.tensorboard import TensorBoardCB
+        cbs.append(TensorBoardCB(Path(cfg.logging.output_dir)/'tensorboard'/name, hist.meter, cfg.logging.tensorboard_every))
     ck_dir = checkpoint_dir(cfg)
     ckpt = find_resume(resume, ck_dir)
     ck = load_checkpoint(ckpt) if ckpt else None
