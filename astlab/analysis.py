@@ -168,6 +168,11 @@ def _atomic_write(path:Path, text:str):
         os.replace(tmp, path)
     except BaseException: tmp.unlink(missing_ok=True); raise
 
+def _compare_section(results_dir) -> str:
+    "The equal-compute section when `results_dir` is an `astlab-compare` output folder (has compare.json), else ''."
+    from astlab.compare import compare_html     # lazy: compare imports the trainer
+    return compare_html(results_dir)
+
 def write_report(results_dir,   # directory holding final_results_*.json
                  out=None,      # the HTML file (None: results_dir/report.html)
                 ) -> Path:
@@ -198,7 +203,7 @@ is wall time &times; the configured TDP (an estimate). Tracking error: mean |epo
 <table><thead><tr>{head}</tr></thead><tbody>
 {chr(10).join(rows)}
 </tbody></table>
-<h2>Accuracy vs counted compute</h2>
+{_compare_section(results_dir)}<h2>Accuracy vs counted compute</h2>
 <p class="note">A run is on the Pareto front when no other run reaches at least its best accuracy with at most its
 counted FLOPs.</p>
 <img alt="accuracy vs counted compute with the Pareto front" src="{_data_uri(plot_pareto(res, df), dpi=110)}">

@@ -20,6 +20,7 @@ from .checkpoint import CheckpointCB, CheckpointError, load_checkpoint, restore_
 from .preflight import check_writable, warn_ignored
 from .sparse import SelectionCB
 from .stale import StaleScoreCB, IndexSampler, stale_loader
+from .budget import budget_plan, BudgetCB, NoisyPickCB
 from .distributed import init_distributed, world_size, rank, is_main, all_reduce_sum, shard_indices
 
 # %% auto #0
@@ -259,7 +260,9 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     selector = make_selector(a.method, target=target, kp=a.kp, ki=a.ki, initial_threshold=a.initial_threshold,
                              min_threshold=a.min_threshold, max_threshold=a.max_threshold, min_active=a.min_active,
                              ema=a.ema, kp_warmup_epochs=a.kp_warmup_epochs, ki_warmup_epochs=a.ki_warmup_epochs,
-                             sb_beta=a.sb_beta, sb_history=a.sb_history, normalize=a.normalize, bucket=a.bucket)
+                             sb_beta=a.sb_beta, sb_history=a.sb_history, normalize=a.normalize, bucket=a.bucket,
+                             sharpness=math.inf if a.sharpness is None else a.sharpness, weight_clip=a.weight_clip,
+                             uniform_floor=a.uniform_floor)
     if world > 1 and hasattr(selector, 'rate_reduce'):   # one global controller: every rank sees the global rate
         selector.rate_reduce = lambda count, n: all_reduce_sum(count, n, device=device)
     gen = torch.Generator().manual_seed(t.seed + 1 + rank())
@@ -273,13 +276,20 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
         selcb = StaleScoreCB(selector, sampler, len(bundle.train_ds), scorer, explore=explore, rescale=a.rescale,
                              anneal_epochs=a.anneal_epochs, generator=gen)
     else: selcb = SelectionCB(selector, scorer, generator=gen, bn_stats=a.bn_stats, score_scale=a.score_scale)
+    plan = budget_plan(t.epochs, len(train_dl), t.budget)     # budget < 1: fewer steps, schedule decayed within them
     cbs = [selcb,
-           LRSchedCB(t.lr, t.min_lr, epochs=t.epochs, warmup_epochs=t.warmup_epochs),
+           LRSchedCB(t.lr, t.min_lr, epochs=plan.lr_epochs, warmup_epochs=t.warmup_epochs * t.budget),
            hist, nonfinite]
+    if t.budget < 1: cbs.append(BudgetCB(plan))
+    flipped = getattr(bundle.train_ds, 'flipped', None)       # dataset.label_noise: count the noisy samples trained on
+    if flipped is not None: cbs.append(noise := NoisyPickCB(flipped))
     if t.early_stop_patience: cbs.append(EarlyStopCB(t.early_stop_patience))
     if t.max_minutes: cbs.append(TimeLimitCB(t.max_minutes))
     if (t.progress if progress is None else progress) and is_main(): cbs.append(ProgressCB())
     if world > 1: cbs.append(DistSamplerCB())
+    if cfg.logging.tensorboard and is_main():   # optional extra, imported only when asked for
+        from astlab.integrations.tensorboard import TensorBoardCB
+        cbs.append(TensorBoardCB(Path(cfg.logging.output_dir)/'tensorboard'/name, hist.meter, cfg.logging.tensorboard_every))
     results_path = Path(ck['meta']['results_path']) if ck else \
         Path(cfg.logging.output_dir)/f"final_results_{name}_{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     cbs += [CheckpointCB(ck_dir, meta=dict(run_name=name, results_path=str(results_path), config=redact(cfg.to_dict()))),
@@ -291,16 +301,17 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
         log(f"resumed from {ckpt}: epoch {learn.start_epoch + 1}, batch {learn.skip_batches + 1}")
     log(f"run {name}: {a.method} target={a.target_activation} on {device.type}, {t.epochs} epochs, "
         f"{flops['fwd']/1e6:.1f} MFLOPs/sample forward ({flops['source']})")
-    learn.fit(t.epochs)
+    learn.fit(plan.epochs)
     res = write_results(cfg, learn, hist, name, results_path, device=device, amp_note=amp_note, bundle=bundle,
-                        nonfinite=nonfinite.skipped, write=is_main())
+                        nonfinite=nonfinite.skipped, write=is_main(),
+                        extra=dict(label_noise=noise.summary()) if flipped is not None else None)
     if (learn.stop_reason or '').startswith(('signal:', 'max_minutes')) and is_main():   # on the console too
         print(f"run stopped ({learn.stop_reason}) after {res['epochs_completed']} complete epoch(s), checkpoint "
               f"{ck_dir/'last.pt'}; resume with: {redact(res['resume_hint'])}", file=sys.stderr, flush=True)
     return res     # under torchrun the process group stays up until the process exits (rank 0 decides what prints)
 
 # %% ../nbs/08_train.ipynb #21
-def write_results(cfg, learn, hist, name, path, device, amp_note, bundle, nonfinite=0, write=True) -> dict:
+def write_results(cfg, learn, hist, name, path, device, amp_note, bundle, nonfinite=0, write=True, extra=None) -> dict:
     "Assemble the results dict (seed fields + additive keys) and write it atomically."
     h, tot = hist.history, hist.meter.totals()
     done = sum(1 for r in h if r['complete'])
@@ -308,7 +319,7 @@ def write_results(cfg, learn, hist, name, path, device, amp_note, bundle, nonfin
     res = dict(best_accuracy=max((r['val_acc'] for r in h if r['val_acc'] is not None), default=0.0),
                total_time_hours=wall/3600, epochs_completed=done, training_history=history_columns(h),
                run_name=name, method=cfg.ast.method, target_activation=cfg.ast.target_activation,
-               complete=(done == cfg.training.epochs and learn.stop_reason is None) or learn.stop_reason == 'early_stop',
+               complete=(done == getattr(learn, 'epochs', cfg.training.epochs) and learn.stop_reason is None) or learn.stop_reason == 'early_stop',
                stop_reason=learn.stop_reason, accuracy_units='fraction',
                config=redact(cfg.to_dict()), versions=versions(), device=device_info(device), amp=amp_note,
                energy_source=tot['energy_source'], flops_source=tot['flops_source'],
@@ -322,6 +333,7 @@ def write_results(cfg, learn, hist, name, path, device, amp_note, bundle, nonfin
     if not res['complete']:
         res['resume_hint'] = resume_command(checkpoint_dir(cfg)/'last.pt')
     res['world_size'] = world_size()
+    if extra: res |= extra
     if write: atomic_write_text(path, json.dumps(redact(res), indent=2))   # DDP: rank 0 only
     res['results_path'] = str(path)
     return res
