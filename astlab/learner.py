@@ -221,7 +221,8 @@ class LRSchedCB(Callback):
     def before_batch(self):
         L = self.learn
         if not L.training: return
-        t = L.epoch + (L.iter + 1) / max(L.n_iter, 1)     # progress at the end of this step
+        n = getattr(L.train_dl, 'epoch_len', L.n_iter)   # a budget's cut last epoch still counts in whole epochs
+        t = L.epoch + (L.iter + 1) / max(n, 1)           # progress at the end of this step
         for g in L.opt.param_groups: g['lr'] = self.lr_at(t)
 
 class EarlyStopCB(Callback):

@@ -102,6 +102,8 @@ class SelectionCB(Callback):
         if self.selector.last_rate is not None: self.rates.append(self.selector.last_rate)
         if self.selector.name != 'full':   # one nonzero (a host sync) for both tensors; `L.idx` stays whole
             sel = mask.nonzero().squeeze(1); L.xb, L.yb = x[sel], y[sel]
+            w = self.selector.last_weights                  # soft AST / IS: 1/pi weights of the kept samples
+            if w is not None: L.weights = w[sel]
         L.selected = mask
         if scores is not None and self.bn is not None: self.bn.apply()
         elif scores is not None and self.score_scale == 1: self._freeze_running_stats()

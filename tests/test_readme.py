@@ -16,3 +16,9 @@ def test_readme_names_the_two_commands():
 
 def test_ci_runs_make_test():
     assert 'make test' in (ROOT/'.ci'/'run').read_text()
+
+def test_readme_states_install_size_and_time():
+    "A newcomer learns before `make demo` that the install is ≈6 GB (CUDA torch wheels) and how long it takes."
+    text = (ROOT/'README.md').read_text()
+    quick = text[text.index('## Quick start'):text.index('## Train')]
+    assert '6 GB' in quick and 'CUDA' in quick and 'minutes' in quick
