@@ -9,7 +9,9 @@ from datetime import datetime
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.script import call_parse
-from .config import redact
+from .config import ConfigError, redact
+from .meters import history_rows
+from .preflight import check_writable
 
 # %% auto #0
 __all__ = ['load_results', 'results_table', 'plot_run', 'plot_comparison', 'pareto_front', 'plot_pareto', 'plot_traces',
@@ -30,7 +32,7 @@ def results_table(results:list) -> pd.DataFrame:
     "One row per run: method, target, accuracy, measured cost, tracking error."
     rows = []
     for r in results:
-        h = r.get('training_history', [])
+        h = history_rows(r)
         rates = [e['activation_rate'] for e in h]
         tot = r.get('totals', {})
         m, tgt = r.get('method', '?'), r.get('target_activation')
@@ -48,7 +50,7 @@ def results_table(results:list) -> pd.DataFrame:
 def plot_run(res:dict, fname=None):
     "2×2 panel: activation vs target, threshold, val accuracy, energy and step time per epoch."
     import matplotlib.pyplot as plt
-    h = res['training_history']; ep = [e['epoch'] for e in h]
+    h = history_rows(res); ep = [e['epoch'] for e in h]
     fig, ax = plt.subplots(2, 2, figsize=(10, 6.5))
     ax[0, 0].plot(ep, [e['activation_rate'] for e in h], 'o-', label='activation rate')
     if res.get('method') != 'full': ax[0, 0].axhline(res['target_activation'], ls='--', c='k', lw=0.8, label='target')
@@ -70,7 +72,7 @@ def plot_comparison(results:list, fname=None, title='validation accuracy vs coun
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for r in results:
-        h = r['training_history']
+        h = history_rows(r)
         if not h: continue
         ax.plot([e['est_flops_g'] for e in h], [e['val_acc'] for e in h], 'o-', ms=3,
                 label=f"{r.get('run_name')} (best {r['best_accuracy']:.3f})")
@@ -107,7 +109,7 @@ def plot_pareto(results:list, df:pd.DataFrame|None=None):
     front = pareto_front(df)
     fig = Figure(figsize=(8, 5)); ax = fig.add_subplot()
     for (i, row), r in zip(df.iterrows(), results):
-        h = r.get('training_history', [])
+        h = history_rows(r)
         line, = ax.plot([e['est_flops_g'] for e in h], [e['val_acc'] for e in h], '-', lw=1, alpha=0.45)
         ax.plot(row.gflops, row.best_acc, 'o', ms=8 if front[i] else 6, c=line.get_color(),
                 mec='k' if front[i] else 'none', label=f"{row.run}{'  (front)' if front[i] else ''}")
@@ -121,7 +123,7 @@ def plot_pareto(results:list, df:pd.DataFrame|None=None):
 def plot_traces(res:dict):
     "One run's controller trace: activation rate vs its target, and the threshold the controller chose, per epoch."
     from matplotlib.figure import Figure
-    h = res.get('training_history', []); ep = [e['epoch'] for e in h]
+    h = history_rows(res); ep = [e['epoch'] for e in h]
     fig = Figure(figsize=(9, 2.8)); a, b = fig.subplots(1, 2)
     a.plot(ep, [e['activation_rate'] for e in h], 'o-', label='activation rate')
     if res.get('method') != 'full' and res.get('target_activation') is not None:
@@ -166,6 +168,11 @@ def _atomic_write(path:Path, text:str):
         os.replace(tmp, path)
     except BaseException: tmp.unlink(missing_ok=True); raise
 
+def _compare_section(results_dir) -> str:
+    "The equal-compute section when `results_dir` is an `astlab-compare` output folder (has compare.json), else ''."
+    from astlab.compare import compare_html     # lazy: compare imports the trainer
+    return compare_html(results_dir)
+
 def write_report(results_dir,   # directory holding final_results_*.json
                  out=None,      # the HTML file (None: results_dir/report.html)
                 ) -> Path:
@@ -196,7 +203,7 @@ is wall time &times; the configured TDP (an estimate). Tracking error: mean |epo
 <table><thead><tr>{head}</tr></thead><tbody>
 {chr(10).join(rows)}
 </tbody></table>
-<h2>Accuracy vs counted compute</h2>
+{_compare_section(results_dir)}<h2>Accuracy vs counted compute</h2>
 <p class="note">A run is on the Pareto front when no other run reaches at least its best accuracy with at most its
 counted FLOPs.</p>
 <img alt="accuracy vs counted compute with the Pareto front" src="{_data_uri(plot_pareto(res, df), dpi=110)}">
@@ -215,6 +222,10 @@ def analyze_cli(results_dir:str='results', # directory holding final_results_*.j
                 csv:str=None,              # also write the table as CSV here
                 report:bool=False):        # write one self-contained HTML page comparing every run: results_dir/report.html
     "Print a table of every run in `results_dir`; optionally draw the plots and write the HTML report."
+    try: check_writable([(Path(results_dir)/'plots', False, '--results-dir') if plot else (None, 0, 0),
+                         (Path(results_dir)/'report.html', True, '--results-dir') if report else (None, 0, 0),
+                         (csv, True, '--csv')])          # before reading anything: a read-only folder fails at once
+    except ConfigError as e: print(f"error: {e}", file=sys.stderr); return 2
     res = load_results(results_dir)
     if not res:
         print(f"error: no final_results_*.json in {results_dir!r}: run astlab-run first or pass --results-dir",

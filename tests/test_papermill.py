@@ -40,7 +40,9 @@ def runs(tmp_path_factory):
         "root": (papermill("nbs/run.ipynb", t["root"]/"out.ipynb", "-p", "config", "configs/digits_ast.yaml",
                            "-p", "output_dir", t["root"]/"results", "-y", TINY, cwd=ROOT), t["root"]),
         "nbs": (papermill("run.ipynb", t["nbs"]/"out.ipynb", "-p", "config", "configs/digits_random.yaml",
-                          "-p", "output_dir", t["nbs"]/"results", "-p", "device", "cpu", "-y", TINY, cwd=ROOT/"nbs"), t["nbs"]),
+                          "-p", "output_dir", t["nbs"]/"results", "-p", "device", "cpu",   # overrides as one string (issue 11.7)
+                          "-p", "overrides", "training.epochs=1,dataset.num_samples=200 training.batch_size=32", cwd=ROOT/"nbs"),
+                t["nbs"]),
         "sweep": (papermill(ROOT/"nbs/run.ipynb", t["sweep"]/"out.ipynb", "-p", "output_dir", t["sweep"]/"results",
                             "-y", "{sweep: [configs/digits_ast.yaml, configs/digits_full.yaml], "
                                   "overrides: [training.epochs=1, dataset.num_samples=120, model.name=resnet_tiny]}",
@@ -104,6 +106,8 @@ def test_runs_from_nbs_with_relative_config_and_device(runs):
     (res,) = results_in(tmp/"results")
     r = json.loads(res.read_text())
     assert r["method"] == "random" and r["device"]["type"] == "cpu" and r["config"]["training"]["device"] == "cpu"
+    assert (r["config"]["training"]["epochs"], r["config"]["dataset"]["num_samples"], r["config"]["training"]["batch_size"]) \
+        == (1, 200, 32), "every override of the -p string applied"
     assert str(ROOT/"configs/digits_random.yaml") in text_of(outputs(nb)), "a relative config resolves against the repo root"
 
 
