@@ -9,7 +9,9 @@ from datetime import datetime
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.script import call_parse
-from .config import redact
+from .config import ConfigError, redact
+from .meters import history_rows
+from .preflight import check_writable
 
 # %% auto #0
 __all__ = ['load_results', 'results_table', 'run_panels', 'energy_label', 'plot_run', 'plot_comparison', 'pareto_front',
@@ -26,19 +28,11 @@ def load_results(results_dir, latest_only:bool=True) -> list:
         out[r.get('run_name', p.stem) if latest_only else i] = r
     return list(out.values())
 
-def _rows(res:dict) -> list:
-    "One dict per epoch of a results dict's history, in either layout (rows, or the seed's dict of lists)."
-    h = res.get('training_history') or []
-    if isinstance(h, dict):
-        n = max((len(v) for v in h.values()), default=0)
-        return [{k: v[i] for k, v in h.items() if i < len(v)} for i in range(n)]
-    return list(h)
-
 def results_table(results:list) -> pd.DataFrame:
     "One row per run: method, target, accuracy, measured cost, tracking error."
     rows = []
     for r in results:
-        h = _rows(r)
+        h = history_rows(r)
         rates = [e['activation_rate'] for e in h]
         tot = r.get('totals', {})
         m, tgt = r.get('method', '?'), r.get('target_activation')
@@ -55,7 +49,7 @@ def results_table(results:list) -> pd.DataFrame:
 # %% ../nbs/10_analysis.ipynb #7
 def run_panels(res:dict) -> list:
     "The panels a run has something to show in: activation (not for full data), threshold (only with a controller), accuracy, cost."
-    h = _rows(res)
+    h = history_rows(res)
     p = [] if res.get('method') == 'full' else ['activation']
     if any(e.get('threshold') is not None for e in h): p.append('threshold')
     p.append('accuracy')
@@ -119,7 +113,7 @@ def _draw(ax, name:str, res:dict, h:list):
 def plot_run(res:dict, fname=None):
     "One run's panels (`run_panels`): activation vs target, threshold, accuracy, energy and step time per epoch."
     import matplotlib.pyplot as plt
-    h, names = _rows(res), run_panels(res)
+    h, names = history_rows(res), run_panels(res)
     ncols = 2 if len(names) == 4 else len(names)
     fig, axes = plt.subplots(-(-len(names) // ncols), ncols, figsize=(5 * ncols, 3.4 * -(-len(names) // ncols)), squeeze=False)
     for ax, n in zip(axes.flat, names): _draw(ax, n, res, h)
@@ -132,7 +126,7 @@ def plot_comparison(results:list, fname=None, title='validation accuracy vs coun
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for r in results:
-        h = _rows(r)
+        h = history_rows(r)
         if not h: continue
         ax.plot([e['est_flops_g'] for e in h], [e['val_acc'] for e in h], 'o-', ms=3,
                 label=f"{r.get('run_name')} (best {r['best_accuracy']:.3f})")
@@ -169,7 +163,7 @@ def plot_pareto(results:list, df:pd.DataFrame|None=None):
     front = pareto_front(df)
     fig = Figure(figsize=(8, 5)); ax = fig.add_subplot()
     for (i, row), r in zip(df.iterrows(), results):
-        h = _rows(r)
+        h = history_rows(r)
         line, = ax.plot([e['est_flops_g'] for e in h], [e['val_acc'] for e in h], '-', lw=1, alpha=0.45)
         ax.plot(row.gflops, row.best_acc, 'o', ms=8 if front[i] else 6, c=line.get_color(),
                 mec='k' if front[i] else 'none', label=f"{row.run}{'  (front)' if front[i] else ''}")
@@ -186,7 +180,7 @@ def plot_traces(res:dict):
     names = [n for n in run_panels(res) if n in ('activation', 'threshold')]
     if not names: return None
     fig = Figure(figsize=(4.6 * len(names), 2.9))
-    for ax, n in zip(fig.subplots(1, len(names), squeeze=False)[0], names): _draw(ax, n, res, _rows(res))
+    for ax, n in zip(fig.subplots(1, len(names), squeeze=False)[0], names): _draw(ax, n, res, history_rows(res))
     fig.suptitle(str(res.get('run_name', '')), fontsize=10); fig.tight_layout()
     return fig
 
@@ -215,6 +209,11 @@ def _atomic_write(path:Path, text:str):
         with open(tmp, 'w', encoding='utf-8') as f: f.write(text); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException: tmp.unlink(missing_ok=True); raise
+
+def _compare_section(results_dir) -> str:
+    "The equal-compute section when `results_dir` is an `astlab-compare` output folder (has compare.json), else ''."
+    from astlab.compare import compare_html     # lazy: compare imports the trainer
+    return compare_html(results_dir)
 
 def write_report(results_dir,   # directory holding final_results_*.json
                  out=None,      # the HTML file (None: results_dir/report.html)
@@ -249,7 +248,7 @@ is wall time &times; the configured TDP (an estimate). Tracking error: mean |epo
 <table><thead><tr>{head}</tr></thead><tbody>
 {chr(10).join(rows)}
 </tbody></table>
-<h2>Accuracy vs counted compute</h2>
+{_compare_section(results_dir)}<h2>Accuracy vs counted compute</h2>
 <p class="note">A run is on the Pareto front when no other run reaches at least its best accuracy with at most its
 counted FLOPs.</p>
 <img alt="accuracy vs counted compute with the Pareto front" src="{_data_uri(plot_pareto(res, df), dpi=110)}">
@@ -268,6 +267,10 @@ def analyze_cli(results_dir:str='results', # directory holding final_results_*.j
                 csv:str=None,              # also write the table as CSV here
                 report:bool=False):        # write one self-contained HTML page comparing every run: results_dir/report.html
     "Print a table of every run in `results_dir`; optionally draw the plots and write the HTML report."
+    try: check_writable([(Path(results_dir)/'plots', False, '--results-dir') if plot else (None, 0, 0),
+                         (Path(results_dir)/'report.html', True, '--results-dir') if report else (None, 0, 0),
+                         (csv, True, '--csv')])          # before reading anything: a read-only folder fails at once
+    except ConfigError as e: print(f"error: {e}", file=sys.stderr); return 2
     res = load_results(results_dir)
     if not res:
         print(f"error: no final_results_*.json in {results_dir!r}: run astlab-run first or pass --results-dir",

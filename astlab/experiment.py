@@ -8,11 +8,12 @@ import json, sys, time, traceback
 from pathlib import Path
 from typing import Annotated
 from fastcore.script import call_parse
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config, split_overrides
 from .data import DataError
 from .train import train, run_name, atomic_write_text
 from .feedback import fmt_duration
 from .checkpoint import CheckpointError
+from .meters import history_rows
 from .distributed import is_main
 
 # %% auto #0
@@ -24,7 +25,7 @@ def build_config(config:str|None=None, # YAML/JSON config file (None: defaults)
                  overrides=(),         # `section.key=value` strings
                  output_dir=None, epochs=None, target_activation=None, jsonl_path=None) -> Config:
     "Load `config` with `overrides`, then the CLI shortcuts on top."
-    ov = list(overrides or [])
+    ov = split_overrides(overrides)   # a list, or one string with several (papermill -p)
     for k, v in (('logging.output_dir', output_dir), ('training.epochs', epochs),
                  ('ast.target_activation', target_activation), ('logging.jsonl_path', jsonl_path)):
         if v is not None: ov.append(f"{k}={v}")
@@ -32,7 +33,7 @@ def build_config(config:str|None=None, # YAML/JSON config file (None: defaults)
 
 def summarize(res:dict) -> dict:
     "One line per run: what was trained, how well, at what measured cost, and where the results are."
-    h = res['training_history']
+    h = history_rows(res)
     return dict(run=res['run_name'], method=res['method'], target=res['target_activation'],
                 best_accuracy=round(res['best_accuracy'], 4), epochs_completed=res['epochs_completed'],
                 activation_rate=round(sum(r['activation_rate'] for r in h)/len(h), 4) if h else None,
@@ -71,7 +72,7 @@ def run_cli(config:str=None,                # YAML/JSON config file (default: bu
             epochs:int=None,                # training.epochs
             target_activation:float=None,   # ast.target_activation, fraction in (0, 1]
             jsonl_path:str=None,            # logging.jsonl_path: per-epoch JSON lines log
-            set:Annotated[str, "config overrides KEY=VALUE, e.g. training.lr=0.05", {'nargs': '*'}]=None,
+            set:Annotated[str, "config overrides KEY=VALUE, e.g. training.lr=0.05", {'nargs': '*', 'action': 'extend'}]=None,
             resume:str=None,                # 'auto': continue this run's last checkpoint if any; or a checkpoint path
             no_progress:bool=False,         # hide the progress bar
             debug:bool=False):              # show tracebacks for config/data errors
@@ -124,7 +125,7 @@ def sweep_cli(configs:Annotated[str, "config files to run in order", {'nargs': '
               epochs:int=None,                # training.epochs for every run
               target_activation:float=None,   # ast.target_activation for every run
               output_dir:str=None,            # logging.output_dir for every run
-              set:Annotated[str, "overrides KEY=VALUE for every run", {'nargs': '*'}]=None,
+              set:Annotated[str, "overrides KEY=VALUE for every run", {'nargs': '*', 'action': 'extend'}]=None,
               force:bool=False,               # re-run configs whose results already exist
               no_progress:bool=False,         # hide progress bars
               debug:bool=False):              # show tracebacks for config/data errors

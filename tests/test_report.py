@@ -44,7 +44,7 @@ def report(d, **env_extra):
     e = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "MPLBACKEND")}
     e.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", **env_extra)
     return subprocess.run([str(BIN/"astlab-analyze"), "--results-dir", str(d), "--report"], env=e, text=True,
-                          capture_output=True, timeout=120)
+                          capture_output=True, timeout=300)
 
 
 def test_report_is_one_self_contained_page(results_dir):
