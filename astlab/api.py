@@ -66,6 +66,9 @@ class SparseStep:
         self.model, self.forward, self.label_key = model, forward or call_model, label_key
         self.selector = method if isinstance(method, Selector) else \
             make_selector(method, target=target, kp=kp, ki=ki, min_active=min_active, **kw)
+        if getattr(self.selector, 'needs_table', False):   # epoch-level methods (infobatch, rs2) draw whole epochs
+            raise ValueError(f"method {self.selector.name!r} selects whole epochs from stale scores, not batches: use "
+                             f"PrunedDataset(train_ds, method={self.selector.name!r}) instead of SparseStep")
         self.scorer = scorer if callable(scorer) else get_scorer(scorer or 'significance', entropy_weight=entropy_weight)
         if isinstance(flops, (int, float)): flops = dict(fwd=float(flops), fwd_bwd=3.0*flops)
         self.flops, self.autocast, self.generator, self.score_scale = flops, autocast, generator, score_scale
