@@ -292,6 +292,10 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     if cfg.logging.tensorboard and is_main():   # optional extra, imported only when asked for
         from astlab.integrations.tensorboard import TensorBoardCB
         cbs.append(TensorBoardCB(Path(cfg.logging.output_dir)/'tensorboard'/name, hist.meter, cfg.logging.tensorboard_every))
+    if cfg.logging.wandb and is_main():
+        from astlab.integrations.tensorboard import TensorBoardCB, WandbWriter
+        cbs.append(TensorBoardCB(None, hist.meter, cfg.logging.tensorboard_every, writer=lambda: WandbWriter(
+            cfg.logging.wandb_project, name, redact(cfg.to_dict()), Path(cfg.logging.output_dir)/'wandb')))
     results_path = Path(ck['meta']['results_path']) if ck else \
         Path(cfg.logging.output_dir)/f"final_results_{name}_{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     cbs += [CheckpointCB(ck_dir, meta=dict(run_name=name, results_path=str(results_path), config=redact(cfg.to_dict()))),
