@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['ConfigError', 'ModelConfig', 'DatasetConfig', 'ASTConfig', 'TrainingConfig', 'LoggingConfig', 'MetricsConfig',
-           'Config', 'config_from_dict', 'load_config', 'save_config', 'redact']
+           'Config', 'config_from_dict', 'split_overrides', 'load_config', 'save_config', 'redact']
 
 # %% ../nbs/00_config.ipynb #2
 import copy, difflib, json, os, re, tempfile, types
@@ -336,20 +336,34 @@ def _parse_override(o:str) -> tuple:
     return k, _coerce(k, v, _keys(section)[key], src)
 
 # %% ../nbs/00_config.ipynb #32
+_NEXT_KEY = re.compile(r'[,\s]+(?=[A-Za-z_]\w*\.\w+\s*=)')
+
+def split_overrides(overrides, # None, a `section.key=value` string (several: comma/space separated), or a list of them
+                   ) -> list: # one `section.key=value` string per override
+    "Every override as its own string, whatever shape they came in."
+    if overrides is None: return []
+    if isinstance(overrides, str): overrides = [overrides]
+    out = []
+    for o in overrides:
+        if not isinstance(o, str): raise ConfigError(f"Malformed override {o!r}: expected section.key=value strings")
+        out += [p for p in _NEXT_KEY.split(o.strip()) if p]
+    return out
+
+# %% ../nbs/00_config.ipynb #35
 def load_config(path=None, # YAML or JSON file; None: the defaults
                 overrides=(), # dotted overrides applied after the file, e.g. ['training.lr=0.05']
                 env_file='.env', # loaded into os.environ if it exists, never overriding variables already set
                ) -> Config:
     "Load, override and validate a `Config`; every problem is a `ConfigError` naming the key and the file."
     if env_file and Path(env_file).is_file(): load_dotenv(env_file, override=False)
-    if isinstance(overrides, str): overrides = [overrides]
+    overrides = split_overrides(overrides)
     values, origins = _normalize(_read(path), str(path)) if path is not None else ({}, {})
     for o in overrides:
         k, v = _parse_override(o)
         values[k], origins[k] = v, f"override {o!r}"
     return _build(values, origins)
 
-# %% ../nbs/00_config.ipynb #38
+# %% ../nbs/00_config.ipynb #41
 def save_config(cfg:Config, # the config to write (a plain dict is validated first)
                 path, # destination; '.json' writes JSON, anything else YAML
                ) -> Path:
@@ -368,7 +382,7 @@ def save_config(cfg:Config, # the config to write (a plain dict is validated fir
         Path(tmp).unlink(missing_ok=True); raise
     return path
 
-# %% ../nbs/00_config.ipynb #41
+# %% ../nbs/00_config.ipynb #44
 _SECRET_WORDS = ('TOKEN', 'KEY', 'SECRET', 'PASSWORD')
 
 def _is_secret(name) -> bool: return isinstance(name, str) and any(w in name.upper() for w in _SECRET_WORDS)

@@ -8,6 +8,7 @@ import pytest, torch
 from astlab.config import load_config, ConfigError
 from astlab.data import get_datasets
 from astlab.train import train
+from astlab.meters import history_rows
 
 BASE = ['model.name=resnet_tiny', 'dataset.type=digits', 'dataset.image_size=8', 'dataset.num_samples=300',
         'training.batch_size=32', 'training.device=cpu', 'training.progress=false', 'training.lr=0.05',
@@ -25,10 +26,10 @@ def test_budget_realises_flops_and_decays_lr(tmp_path):
     ratio = part['totals']['flops'] / full['totals']['flops']
     assert abs(ratio / 0.55 - 1) < 0.05, ratio
     assert part['complete'] and part['epochs_completed'] == 2
-    h = part['training_history']
+    h = history_rows(part)
     assert h[-1]['lr'] == pytest.approx(0.001)             # fully decayed at the end of the budget ...
     assert h[0]['lr'] > 0.01                               # ... not before
-    assert full['training_history'][1]['lr'] > 0.01        # the full run is still high at its epoch 2
+    assert history_rows(full)[1]['lr'] > 0.01        # the full run is still high at its epoch 2
     assert part['totals']['samples_trained'] == 15 * 32
 
 def test_budget_needs_fresh_scoring(tmp_path):
