@@ -15,7 +15,8 @@ from .significance import get_scorer
 from .data import get_dataloaders, describe, dataset_label
 from .models import create_model
 from .meters import flops_per_sample, EnergyMeter, RunMeter, history_columns, history_rows, SEED_HISTORY
-from .learner import Learner, Callback, LRSchedCB, EarlyStopCB, TimeLimitCB, NonFiniteCB, ProgressCB, SignalCB
+from .learner import Learner, Callback, LRSchedCB, EarlyStopCB, TimeLimitCB, NonFiniteCB, SignalCB
+from .feedback import ProgressCB, EpochLineCB
 from .checkpoint import CheckpointCB, CheckpointError, load_checkpoint, restore_learner
 from .preflight import check_writable, warn_ignored
 from .sparse import SelectionCB
@@ -286,6 +287,7 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     if t.early_stop_patience: cbs.append(EarlyStopCB(t.early_stop_patience))
     if t.max_minutes: cbs.append(TimeLimitCB(t.max_minutes))
     if (t.progress if progress is None else progress) and is_main(): cbs.append(ProgressCB())
+    cbs.append(EpochLineCB(hist, log))                     # one line per epoch, progress bar or not (rank 0: `log`)
     if world > 1: cbs.append(DistSamplerCB())
     if cfg.logging.tensorboard and is_main():   # optional extra, imported only when asked for
         from astlab.integrations.tensorboard import TensorBoardCB
