@@ -94,6 +94,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'astlab.checkpoint.restore_learner': ('checkpoint.html#restore_learner', 'astlab/checkpoint.py'),
                                    'astlab.checkpoint.save_checkpoint': ('checkpoint.html#save_checkpoint', 'astlab/checkpoint.py')},
             'astlab.compare': { 'astlab.compare.Job': ('compare.html#job', 'astlab/compare.py'),
+                                'astlab.compare.Stopped': ('compare.html#stopped', 'astlab/compare.py'),
+                                'astlab.compare.Stopped.__init__': ('compare.html#stopped.__init__', 'astlab/compare.py'),
                                 'astlab.compare._history': ('compare.html#_history', 'astlab/compare.py'),
                                 'astlab.compare._load_json': ('compare.html#_load_json', 'astlab/compare.py'),
                                 'astlab.compare._measure': ('compare.html#_measure', 'astlab/compare.py'),
