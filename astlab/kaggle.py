@@ -317,9 +317,9 @@ def kaggle_cli(config:Annotated[str, "YAML/JSON config the kernel runs (its cont
                gpu:Annotated[bool, "enable_gpu (default: on unless the config's training.device is cpu)", {'action': argparse.BooleanOptionalAction}]=None,
                internet:Annotated[bool, "enable_internet (pip install and hub datasets need it)", {'action': argparse.BooleanOptionalAction}]=True,
                private:Annotated[bool, "is_private", {'action': argparse.BooleanOptionalAction}]=True,
-               dataset_sources:Annotated[str, "datasets OWNER/SLUG to attach (mounted under /kaggle/input/)", {'nargs': '*'}]=None,
+               dataset_sources:Annotated[str, "datasets OWNER/SLUG to attach (mounted under /kaggle/input/)", {'nargs': '*', 'action': 'extend'}]=None,
                install:str=None, # how the kernel installs astlab: pip spec, git+https://…@COMMIT, or /kaggle/input/…/astlab-*.whl (default: this checkout's origin at HEAD)
-               set:Annotated[str, "config overrides KEY=VALUE for the kernel's run", {'nargs': '*'}]=None,
+               set:Annotated[str, "config overrides KEY=VALUE for the kernel's run", {'nargs': '*', 'action': 'extend'}]=None,
                notebook:str=None, # execution notebook to start from (default: nbs/run.ipynb of this checkout)
                push:bool=False, # then upload it: kaggle kernels push -p OUT
                overwrite:bool=False, # rewrite kernel files that git tracks in OUT (the committed starters in kaggle/)

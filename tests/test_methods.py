@@ -8,6 +8,7 @@ from astlab.config import ConfigError, load_config
 from astlab.checkpoint import load_checkpoint
 from astlab.learner import Callback, CancelFitException
 from astlab.train import train
+from astlab.meters import history_rows
 
 TINY = ['dataset.num_samples=300', 'training.batch_size=32', 'model.name=resnet_tiny', 'training.epochs=3',
         'training.progress=false', 'training.device=cpu']
@@ -23,7 +24,7 @@ def _one_thread():
 
 def cfg_for(d, *extra): return load_config(overrides=TINY + [f'logging.output_dir={d}', *extra])
 def quiet(cfg, **kw): return train(cfg, log=lambda s: None, **kw)
-def history(res): return [{k: v for k, v in h.items() if k not in WALL} for h in res['training_history']]
+def history(res): return [{k: v for k, v in h.items() if k not in WALL} for h in history_rows(res)]
 
 
 class StopAt(Callback):

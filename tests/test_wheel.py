@@ -18,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ("astlab-run", "astlab-sweep", "astlab-analyze", "astlab-sim", "astlab-kaggle", "astlab-imagenette")
+SCRIPTS = ("astlab-run", "astlab-sweep", "astlab-analyze", "astlab-sim", "astlab-kaggle", "astlab-imagenette",
+           "astlab-compare")
 
 
 def run(*args, cwd, **kw):
