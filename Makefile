@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test sync-check nbtest pytest readme bench clean
+.PHONY: install demo test sync-check nbtest pytest browser readme bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,11 +16,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job on the embedded default data, on CPU
+## The main job on the embedded default data, on CPU; ends with the equal-compute verdict (astlab-compare)
 demo: install
 	$(VENV)/bin/astlab-sweep configs/digits_ast.yaml configs/digits_full.yaml configs/digits_random.yaml \
 	    --output-log results/digits/sweep_log.jsonl --no-progress
 	$(VENV)/bin/astlab-analyze --results-dir results/digits --plot
+	$(VENV)/bin/astlab-compare --config configs/digits_compare.yaml --budgets 0.5 --methods ast is --seeds 2 \
+	    --set training.epochs=5 --out results/demo_compare
 
 ## Everything CI checks
 test: install sync-check nbtest pytest
@@ -37,8 +39,12 @@ sync-check: install
 nbtest: install
 	$(VENV)/bin/nbdev-test --n-workers 2
 
-pytest: install
+pytest: install browser
 	$(PY) -m pytest -q
+
+## Debian's chromium for the HTML report's browser test (installed when missing; says why when it cannot be)
+browser:
+	@bash tools/install_chromium.sh
 
 ## Re-render README.md from nbs/index.ipynb (a test checks they agree)
 readme: install

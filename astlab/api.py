@@ -66,6 +66,9 @@ class SparseStep:
         self.model, self.forward, self.label_key = model, forward or call_model, label_key
         self.selector = method if isinstance(method, Selector) else \
             make_selector(method, target=target, kp=kp, ki=ki, min_active=min_active, **kw)
+        if getattr(self.selector, 'needs_table', False):   # epoch-level methods (infobatch, rs2) draw whole epochs
+            raise ValueError(f"method {self.selector.name!r} selects whole epochs from stale scores, not batches: use "
+                             f"PrunedDataset(train_ds, method={self.selector.name!r}) instead of SparseStep")
         self.scorer = scorer if callable(scorer) else get_scorer(scorer or 'significance', entropy_weight=entropy_weight)
         if isinstance(flops, (int, float)): flops = dict(fwd=float(flops), fwd_bwd=3.0*flops)
         self.flops, self.autocast, self.generator, self.score_scale = flops, autocast, generator, score_scale
@@ -108,6 +111,21 @@ def choose(self:SparseStep, scores, n:int, idx=None):
     self.steps += 1
     return mask
 
+_BN = torch.nn.modules.batchnorm._BatchNorm
+
+@patch
+def _freeze_running_stats(self:SparseStep):
+    "The score pass updated BatchNorm's running statistics from the whole batch: the user's train forward must not (once)."
+    self._frozen = [m for m in self.model.modules() if isinstance(m, _BN) and m.track_running_stats]
+    for m in self._frozen: m.track_running_stats = False
+    if self._frozen: self._hook = self.model.register_forward_hook(lambda *a: self._unfreeze())   # after that forward
+
+@patch
+def _unfreeze(self:SparseStep):
+    for m in getattr(self, '_frozen', ()): m.track_running_stats = True
+    self._frozen = []
+    if getattr(self, '_hook', None) is not None: self._hook.remove(); self._hook = None
+
 # %% ../nbs/06b_api.ipynb #11
 @patch
 def _labels(self:SparseStep, x):
@@ -121,6 +139,7 @@ def select(self:SparseStep,
            idx:Tensor|None=None, # (n,) dataset indices, for methods that keep per-sample state
           ) -> tuple:        # (x subset, y subset, (k,) float loss weights)
     "Score the batch without gradients, update the controller, and return the samples to train on with their loss weights."
+    self._unfreeze()                                   # in case the last subset was never forwarded
     if y is None: y = self._labels(x)
     n = len(y)
     if self.device is None: self._setup(y.device)
@@ -129,6 +148,7 @@ def select(self:SparseStep,
         logits, scores = self.score(x, y)
         self.counts['correct'] += (logits.argmax(1) == y).sum(); self.counts['acc_n'] += n
     mask = self.choose(scores, n, idx)
+    if logits is not None and self.score_scale == 1: self._freeze_running_stats()
     lw = getattr(self.selector, 'last_weights', None)
     self.last_mask, self.last_logits = mask, logits
     if self.selector.name == 'full' and lw is None:

@@ -113,6 +113,8 @@ class LoggingConfig:
     jsonl_path:Optional[str]=None # per-epoch JSON lines log (None: don't write one)
     tensorboard:bool=False # write TensorBoard scalars under <output_dir>/tensorboard/<run> (pip install 'astlab[tensorboard]')
     tensorboard_every:int=_f(50, ge=1) # batches between TensorBoard step scalars (loss, rate, FLOPs, energy)
+    wandb:bool=False # log the same scalars to Weights & Biases, offline unless WANDB_MODE is set (pip install 'astlab[wandb]')
+    wandb_project:str='astlab' # W&B project name
     run_name:Optional[str]=None # label for this run (None: derived from the config)
 
 @dataclass

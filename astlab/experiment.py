@@ -4,13 +4,14 @@
 
 # %% ../nbs/09_experiment.ipynb #2
 from __future__ import annotations
-import json, sys, traceback
+import json, sys, time, traceback
 from pathlib import Path
 from typing import Annotated
 from fastcore.script import call_parse
 from .config import Config, ConfigError, load_config, split_overrides
 from .data import DataError
 from .train import train, run_name, atomic_write_text
+from .feedback import fmt_duration
 from .checkpoint import CheckpointError
 from .meters import history_rows
 from .distributed import is_main
@@ -86,12 +87,13 @@ def run_cli(config:str=None,                # YAML/JSON config file (default: bu
 
 # %% ../nbs/09_experiment.ipynb #10
 def completed_results(cfg:Config) -> list:
-    "Complete results files of `cfg`'s run in its output directory."
+    "Complete results files of `cfg`'s run in its output directory (run for at least `cfg`'s epochs: more extends it)."
     out = []
     for p in sorted(Path(cfg.logging.output_dir).glob(f"final_results_{run_name(cfg)}_*.json")):
         try: r = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError): continue
-        if r.get('complete') and r.get('run_name') == run_name(cfg): out.append(p)
+        if r.get('complete') and r.get('run_name') == run_name(cfg) and \
+           (r.get('config') or {}).get('training', {}).get('epochs', 0) >= cfg.training.epochs: out.append(p)
     return out
 
 def sweep(configs:list, overrides=(), output_log:str|None=None, force:bool=False, progress=None, log=print,
@@ -101,13 +103,16 @@ def sweep(configs:list, overrides=(), output_log:str|None=None, force:bool=False
     names = [run_name(c) for c in cfgs]
     dup = {n for n in names if names.count(n) > 1}
     if dup: raise ConfigError(f"two configs in the sweep share the run name(s) {sorted(dup)}: set logging.run_name")
-    rows = []
-    for path, cfg in zip(configs, cfgs):
+    rows, t0 = [], time.perf_counter()
+    for i, (path, cfg) in enumerate(zip(configs, cfgs), 1):
         done = completed_results(cfg)
+        head = f"sweep run {i}/{len(cfgs)}: {run_name(cfg)} ({path})"
         if done and not force:
+            log(f"{head}: already complete, skipped")
             row = dict(run=run_name(cfg), config=str(path), skipped=True, results_path=str(done[-1]))
         else:
-            row = dict(config=str(path), **summarize(train(cfg, progress=progress, resume=None if force else 'auto')))
+            log(f"{head}, {fmt_duration(time.perf_counter() - t0)} into the sweep")
+            row = dict(config=str(path), **summarize(train(cfg, progress=progress, log=log, resume=None if force else 'auto')))
         rows.append(row); log(json.dumps(row))
         if output_log:
             p = Path(output_log); p.parent.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,7 @@ from .distributed import world_size, all_reduce_sum, agree
 
 # %% auto #0
 __all__ = ['EVENTS', 'CancelBatchException', 'CancelEpochException', 'CancelFitException', 'Callback', 'get_rng_state',
-           'set_rng_state', 'Learner', 'LRSchedCB', 'EarlyStopCB', 'TimeLimitCB', 'SignalCB', 'NonFiniteCB',
-           'ProgressCB']
+           'set_rng_state', 'Learner', 'LRSchedCB', 'EarlyStopCB', 'TimeLimitCB', 'SignalCB', 'NonFiniteCB']
 
 # %% ../nbs/07_learner.ipynb #5
 class CancelBatchException(Exception):
@@ -283,17 +282,3 @@ class NonFiniteCB(Callback):
         raise CancelBatchException()
     def state_dict(self): return dict(skipped=self.skipped, in_a_row=self.in_a_row)
     def load_state_dict(self, d): self.skipped, self.in_a_row = d['skipped'], d['in_a_row']
-
-class ProgressCB(Callback):
-    "tqdm bar over training batches; shows `learn.postfix` (activation rate, threshold, loss ...)."
-    order = 90
-    def __init__(self, every:int=5): self.every = every
-    def before_train(self):
-        from tqdm.auto import tqdm
-        self.learn.postfix = {}
-        self.bar = tqdm(total=len(self.learn.train_dl), desc=f"epoch {self.learn.epoch+1}/{self.learn.epochs}",
-                        leave=False, dynamic_ncols=True)
-    def after_batch(self):
-        self.bar.update(1)
-        if self.learn.iter % self.every == 0 and self.learn.postfix: self.bar.set_postfix(self.learn.postfix, refresh=False)
-    def after_train(self): self.bar.close()

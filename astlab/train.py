@@ -15,7 +15,8 @@ from .significance import get_scorer
 from .data import get_dataloaders, describe, dataset_label
 from .models import create_model
 from .meters import flops_per_sample, EnergyMeter, RunMeter, history_columns, history_rows, SEED_HISTORY
-from .learner import Learner, Callback, LRSchedCB, EarlyStopCB, TimeLimitCB, NonFiniteCB, ProgressCB, SignalCB
+from .learner import Learner, Callback, LRSchedCB, EarlyStopCB, TimeLimitCB, NonFiniteCB, SignalCB
+from .feedback import ProgressCB, EpochLineCB
 from .checkpoint import CheckpointCB, CheckpointError, load_checkpoint, restore_learner
 from .preflight import check_writable, warn_ignored
 from .sparse import SelectionCB
@@ -291,10 +292,15 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     if t.early_stop_patience: cbs.append(EarlyStopCB(t.early_stop_patience))
     if t.max_minutes: cbs.append(TimeLimitCB(t.max_minutes))
     if (t.progress if progress is None else progress) and is_main(): cbs.append(ProgressCB())
+    cbs.append(EpochLineCB(hist, log))                     # one line per epoch, progress bar or not (rank 0: `log`)
     if world > 1: cbs.append(DistSamplerCB())
     if cfg.logging.tensorboard and is_main():   # optional extra, imported only when asked for
         from astlab.integrations.tensorboard import TensorBoardCB
         cbs.append(TensorBoardCB(Path(cfg.logging.output_dir)/'tensorboard'/name, hist.meter, cfg.logging.tensorboard_every))
+    if cfg.logging.wandb and is_main():
+        from astlab.integrations.tensorboard import TensorBoardCB, WandbWriter
+        cbs.append(TensorBoardCB(None, hist.meter, cfg.logging.tensorboard_every, writer=lambda: WandbWriter(
+            cfg.logging.wandb_project, name, redact(cfg.to_dict()), Path(cfg.logging.output_dir)/'wandb')))
     results_path = Path(ck['meta']['results_path']) if ck else \
         Path(cfg.logging.output_dir)/f"final_results_{name}_{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     cbs += [CheckpointCB(ck_dir, meta=dict(run_name=name, results_path=str(results_path), config=redact(cfg.to_dict()))),

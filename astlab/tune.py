@@ -12,6 +12,7 @@ from .config import Config, ConfigError, config_from_dict, redact, save_config
 from .data import get_dataloaders
 from .models import create_model
 from .meters import flops_per_sample, history_rows
+from .preflight import check_writable
 from .learner import Callback, CancelFitException, SignalCB
 from .train import train, run_name, HistoryCB, checkpoint_dir, atomic_write_text
 from .experiment import build_config, exit_code, _guard
@@ -260,7 +261,9 @@ def tune(cfg:Config,                 # the base config (the searched keys are ov
     if cfg.ast.method != 'ast':
         raise ConfigError(f"ast.method={cfg.ast.method!r}: astlab-tune tunes AST's controller (kp, ki, entropy_weight); "
                           "set ast.method=ast")
-    out = Path(cfg.logging.output_dir); out.mkdir(parents=True, exist_ok=True)
+    out = Path(cfg.logging.output_dir)
+    check_writable([(out, False, '--output-dir (logging.output_dir)')])   # exit 2 now, not a traceback later
+    out.mkdir(parents=True, exist_ok=True)
     name = study or f"{run_name(cfg)}-{objective}"
     budget = flops_budget(cfg, budget_fraction) if objective == 'accuracy' else None
     if budget:

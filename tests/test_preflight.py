@@ -63,3 +63,10 @@ def test_ignored_settings_warned_once_in_one_line(blocker, monkeypatch, capsys):
     warn = [l for l in capsys.readouterr().err.splitlines() if l.startswith('warning:')]
     assert len(warn) == 1
     for k in ('ast.target_activation=0.5', 'ast.kp=0.3', 'ast.sb_beta=2.0'): assert k in warn[0]
+
+
+def test_tune_unwritable_output_dir_exits_2(blocker, monkeypatch, capsys):
+    bad = blocker/'study'
+    assert console('astlab-tune', ['--output-dir', str(bad), '--trials', '1', '--set', 'training.epochs=1'], monkeypatch) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith('error: cannot write') and str(bad) in line

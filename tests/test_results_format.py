@@ -49,8 +49,8 @@ def test_readers_accept_both_layouts(run):
     assert isinstance(old['training_history'], list) and history_rows(old) == history_rows(r)
     for obj in ('accuracy', 'tracking'):
         assert objective_value(old, obj, 0.25) == objective_value(r['training_history'], obj, 0.25)
-    assert results_table([old]).equals(results_table([r]))
-    p = dict(results_path='x')
+    p = dict(results_path='x.json')
+    assert results_table([old | p]).equals(results_table([r | p]))
     assert summarize(old | p) == summarize(r | p)
 
 
