@@ -21,6 +21,8 @@ from .checkpoint import CheckpointCB, CheckpointError, load_checkpoint, restore_
 from .preflight import check_writable, warn_ignored
 from .sparse import SelectionCB
 from .stale import StaleScoreCB, IndexSampler, stale_loader
+from .epoch import EpochSelectionCB
+from .selection import EpochSelector
 from .budget import budget_plan, BudgetCB, NoisyPickCB
 from .distributed import init_distributed, world_size, rank, is_main, all_reduce_sum, shard_indices
 
@@ -44,9 +46,10 @@ def resolve_device(name:str='auto') -> torch.device:
 def resolve_amp(enabled:bool, device:torch.device) -> tuple:
     "(autocast dtype or None, a one-line note on what was chosen and why)."
     if not enabled: return None, 'mixed precision off (training.mixed_precision=false)'
-    if device.type == 'cuda':
-        if torch.cuda.is_bf16_supported(): return torch.bfloat16, 'bf16 autocast'
-        return torch.float16, 'fp16 autocast with GradScaler (no bf16 on this GPU)'
+    if device.type == 'cuda':   # native bf16 from Ampere (sm80) on; `is_bf16_supported()` also says yes when emulated
+        major, minor = torch.cuda.get_device_capability(device)
+        if major >= 8: return torch.bfloat16, f'bf16 autocast (sm{major}{minor}: native bf16)'
+        return torch.float16, f'fp16 autocast with GradScaler (sm{major}{minor}: no native bf16)'
     return None, f'mixed precision off on {device.type}: autocast helps only on CUDA GPUs'
 
 def seed_everything(seed:int):
@@ -95,9 +98,11 @@ class HistoryCB(Callback):
     def before_epoch(self):
         if getattr(self, '_resumed_mid_epoch', False): self._resumed_mid_epoch = False   # keep the restored counts
         else: self.meter.start_epoch()
-    def state_dict(self): return dict(meter=self.meter.state_dict(), elapsed_s=self.elapsed())
+    def state_dict(self): return dict(meter=self.meter.state_dict(), elapsed_s=self.elapsed(),
+                                      amp_skipped=self.learn.amp_skipped_steps if self.learn else 0)
     def load_state_dict(self, d):
         self.meter.load_state_dict(d['meter']); self.elapsed0 = d['elapsed_s']
+        self.learn._amp_skipped = torch.tensor(d.get('amp_skipped', 0))   # fp16 steps the GradScaler skipped so far
         self._resumed_mid_epoch = self.learn.skip_batches > 0
     def before_train(self): _sync(self.learn.device); self.t_train = time.perf_counter()
     def after_train(self):
@@ -109,7 +114,8 @@ class HistoryCB(Callback):
         if s is None: return
         rec = self.meter.end_epoch(epoch=L.epoch + 1, train_acc=s['train_acc'], val_acc=L.val_acc,
                                    time_min=self.elapsed()/60, threshold=s['threshold'], val_loss=L.val_loss,
-                                   lr=L.opt.param_groups[0]['lr'], complete=bool(L.epoch_complete))
+                                   lr=L.opt.param_groups[0]['lr'], complete=bool(L.epoch_complete),
+                                   amp_skipped_steps=L.amp_skipped_steps)   # cumulative, like est_flops_g
         if self.jsonl_path:
             p = Path(self.jsonl_path); p.parent.mkdir(parents=True, exist_ok=True)
             with open(p, 'a') as f: f.write(json.dumps(redact(rec)) + '\n'); f.flush()
@@ -230,7 +236,7 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
         check_writable([(cfg.logging.output_dir, False, out), (ck_dir, False, out),
                         (cfg.logging.jsonl_path, True, '--jsonl-path (logging.jsonl_path)'),
                         (ck['meta'].get('results_path') if ck else None, True, out)])
-    if world > 1 and a.scoring == 'stale':
+    if world > 1 and (a.scoring == 'stale' or a.method in ('rs2', 'infobatch')):
         raise ConfigError("ast.scoring 'stale' runs in one process for now: use ast.scoring=fresh with torchrun")
     amp_dtype, amp_note = resolve_amp(t.mixed_precision, device)
     if device.type != 'cuda' and t.mixed_precision: log(f"note: {amp_note}")
@@ -244,7 +250,7 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     log(f"data: {describe(bundle)}" + (f" (sharded over {world} processes)" if world > 1 else ''))
     model = create_model(cfg.model.name, bundle.num_classes, pretrained=cfg.model.pretrained, image_size=bundle.image_size)
     model = model.to(device)
-    channels_last = device.type == 'cuda' and t.channels_last
+    channels_last = device.type == 'cuda' if t.channels_last is None else t.channels_last   # None: CUDA only
     if channels_last: model = model.to(memory_format=torch.channels_last)
     flops = flops_per_sample(model, bundle.image_size, device, cfg.metrics.base_flop_per_sample)
     if a.score_scale < 1:   # the score pass runs at reduced resolution: count what it really costs
@@ -253,7 +259,7 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
         flops = flops | dict(fwd=b * (small/bundle.image_size)**2 if b else flops_per_sample(model, small, device)['fwd'])
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
-    if device.type == 'cuda' and t.compile: model = torch.compile(model)
+    if t.compile: model = torch.compile(model, backend=t.compile_backend)   # shapes vary with the subset: dynamo marks them dynamic
     opt = make_optimizer(model, cfg)
     stale = a.scoring == 'stale'
     explore = a.explore if stale and a.method == 'ast' else 0.0   # random/topk draws: no exploration share
@@ -263,20 +269,26 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
                              ema=a.ema, kp_warmup_epochs=a.kp_warmup_epochs, ki_warmup_epochs=a.ki_warmup_epochs,
                              sb_beta=a.sb_beta, sb_history=a.sb_history, normalize=a.normalize, bucket=a.bucket,
                              sharpness=math.inf if a.sharpness is None else a.sharpness, weight_clip=a.weight_clip,
-                             uniform_floor=a.uniform_floor)
+                             uniform_floor=a.uniform_floor, prune=a.infobatch_prune, delta=a.infobatch_delta)
     if world > 1 and hasattr(selector, 'rate_reduce'):   # one global controller: every rank sees the global rate
         selector.rate_reduce = lambda count, n: all_reduce_sum(count, n, device=device)
     gen = torch.Generator().manual_seed(t.seed + 1 + rank())
     energy = EnergyMeter(device, tdp_watts=cfg.metrics.gpu_tdp_watts)
-    hist = HistoryCB(RunMeter(flops, energy), jsonl_path=cfg.logging.jsonl_path if is_main() else None)
+    reduce = (lambda *xs: all_reduce_sum(*xs, device=device)) if world > 1 else None   # DDP: energy of every rank
+    hist = HistoryCB(RunMeter(flops, energy, reduce=reduce), jsonl_path=cfg.logging.jsonl_path if is_main() else None)
     nonfinite = NonFiniteCB()
     scorer = get_scorer(a.scorer, entropy_weight=a.entropy_weight)
-    if stale:
+    if stale or isinstance(selector, EpochSelector):
         sampler = IndexSampler(len(bundle.train_ds), generator=train_dl.generator)
         train_dl = stale_loader(train_dl, sampler)
+    if isinstance(selector, EpochSelector):   # rs2, infobatch: the draw is the method; InfoBatch's table holds losses
+        selcb = EpochSelectionCB(selector, sampler, len(bundle.train_ds), get_scorer('loss'), start_epochs=a.start_epoch,
+                                 anneal_epochs=a.anneal_epochs, generator=gen)
+    elif stale:
         selcb = StaleScoreCB(selector, sampler, len(bundle.train_ds), scorer, explore=explore, rescale=a.rescale,
-                             anneal_epochs=a.anneal_epochs, generator=gen)
-    else: selcb = SelectionCB(selector, scorer, generator=gen, bn_stats=a.bn_stats, score_scale=a.score_scale)
+                             anneal_epochs=a.anneal_epochs, generator=gen, start_epochs=a.start_epoch)
+    else: selcb = SelectionCB(selector, scorer, generator=gen, bn_stats=a.bn_stats, score_scale=a.score_scale,
+                              start_epochs=a.start_epoch, anneal_epochs=a.anneal_epochs, interrupt_every=a.interrupt_every)
     plan = budget_plan(t.epochs, len(train_dl), t.budget)     # budget < 1: fewer steps, schedule decayed within them
     cbs = [selcb,
            LRSchedCB(t.lr, t.min_lr, epochs=plan.lr_epochs, warmup_epochs=t.warmup_epochs * t.budget),
@@ -292,12 +304,16 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     if cfg.logging.tensorboard and is_main():   # optional extra, imported only when asked for
         from astlab.integrations.tensorboard import TensorBoardCB
         cbs.append(TensorBoardCB(Path(cfg.logging.output_dir)/'tensorboard'/name, hist.meter, cfg.logging.tensorboard_every))
+    if cfg.logging.wandb and is_main():
+        from astlab.integrations.tensorboard import TensorBoardCB, WandbWriter
+        cbs.append(TensorBoardCB(None, hist.meter, cfg.logging.tensorboard_every, writer=lambda: WandbWriter(
+            cfg.logging.wandb_project, name, redact(cfg.to_dict()), Path(cfg.logging.output_dir)/'wandb')))
     results_path = Path(ck['meta']['results_path']) if ck else \
         Path(cfg.logging.output_dir)/f"final_results_{name}_{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     cbs += [CheckpointCB(ck_dir, meta=dict(run_name=name, results_path=str(results_path), config=redact(cfg.to_dict()))),
             SignalCB(), *extra_cbs]
     learn = Learner(model, train_dl, val_dl, opt, cbs=cbs, device=device, amp_dtype=amp_dtype,
-                    grad_accum_steps=t.grad_accum_steps, channels_last=channels_last)
+                    grad_accum_steps=t.grad_accum_steps, channels_last=channels_last, eval_every=t.eval_every)
     if ck is not None:
         restore_learner(learn, ck)
         log(f"resumed from {ckpt}: epoch {learn.start_epoch + 1}, batch {learn.skip_batches + 1}")
@@ -330,7 +346,9 @@ def write_results(cfg, learn, hist, name, path, device, amp_note, bundle, nonfin
                            samples_trained=tot['samples_trained'], flops=tot['flops_g']*1e9,
                            energy_j=(tot['energy_kj'] or 0.0)*1e3, energy_savings=tot['energy_savings'],
                            activation_rate=tot['activation_rate'], step_time_ms=tot['step_time_ms'], wall_s=wall,
-                           nonfinite_skipped=nonfinite, bad_images_skipped=int(getattr(bundle, 'bad_images', 0) or 0)),
+                           nonfinite_skipped=nonfinite, bad_images_skipped=int(getattr(bundle, 'bad_images', 0) or 0),
+                           amp_skipped_steps=learn.amp_skipped_steps,
+                           grad_scale=learn.scaler.get_scale() if learn.scaler else None),
                data=describe(bundle), created_at=datetime.now(timezone.utc).isoformat(timespec='seconds'))
     if not res['complete']:
         res['resume_hint'] = resume_command(checkpoint_dir(cfg)/'last.pt')

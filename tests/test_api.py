@@ -117,7 +117,13 @@ def test_methods_by_name_and_unknown_method():
     from astlab import SparseStep
     from astlab.selection import SELECTORS
     model = torch.nn.Linear(5, 3)
-    for m in SELECTORS: assert SparseStep(model, method=m).selector.name == m
+    for m in SELECTORS:
+        if getattr(SELECTORS[m], "needs_table", False):          # epoch-level (infobatch, rs2): PrunedDataset's job
+            with pytest.raises(ValueError, match="PrunedDataset"): SparseStep(model, method=m)
+        else: assert SparseStep(model, method=m).selector.name == m
+    from astlab.selection import Selector
+    class Epochly(Selector): name, needs_table = "epochly", True
+    with pytest.raises(ValueError, match="PrunedDataset"): SparseStep(model, method=Epochly())
     with pytest.raises(ValueError, match="unknown selection method"): SparseStep(model, method="nope")
 
 
