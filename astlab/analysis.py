@@ -12,8 +12,8 @@ from fastcore.script import call_parse
 from .config import redact
 
 # %% auto #0
-__all__ = ['load_results', 'results_table', 'plot_run', 'plot_comparison', 'pareto_front', 'plot_pareto', 'plot_traces',
-           'write_report', 'analyze_cli']
+__all__ = ['load_results', 'results_table', 'plot_run', 'plot_comparison', 'phase_table', 'plot_phases', 'pareto_front',
+           'plot_pareto', 'plot_traces', 'write_report', 'analyze_cli']
 
 # %% ../nbs/10_analysis.ipynb #5
 def load_results(results_dir, latest_only:bool=True) -> list:
@@ -78,6 +78,34 @@ def plot_comparison(results:list, fname=None, title='validation accuracy vs coun
     ax.grid(alpha=0.3); ax.legend(fontsize=7)
     fig.tight_layout()
     if fname: fig.savefig(fname, dpi=110); plt.close(fig)
+    return fig
+
+# %% ../nbs/10_analysis.ipynb #0f73d259
+_PHASES = ('data', 'score', 'train', 'optimizer', 'eval', 'checkpoint', 'resume', 'other')
+
+def phase_table(results:list) -> pd.DataFrame:
+    "One row per run with a phase breakdown: seconds per phase and `share_<phase>` of their sum."
+    rows = []
+    for r in results:
+        ph = r.get('phase_s') or {}
+        if not ph: continue
+        tot = sum(ph.values()) or 1.0
+        rows.append(dict(run=r.get('run_name', Path(r.get('results_path', 'run')).stem), method=r.get('method'),
+                         **{k: ph.get(k, 0.0) for k in _PHASES}, **{f'share_{k}': ph.get(k, 0.0) / tot for k in _PHASES}))
+    return pd.DataFrame(rows)
+
+def plot_phases(results:list, fname=None):
+    "Stacked bars: each run's seconds per phase."
+    import matplotlib.pyplot as plt
+    df = phase_table(results)
+    fig, ax = plt.subplots(figsize=(7.5, 0.5 + 0.45 * max(len(df), 1)))
+    left = np.zeros(len(df))
+    for k in _PHASES:
+        if len(df) and df[k].sum() > 0:
+            ax.barh(df['run'], df[k], left=left, label=k); left += df[k].to_numpy()
+    ax.set(xlabel='seconds', title='where the time goes'); ax.legend(fontsize=7, ncol=4, loc='lower right')
+    fig.tight_layout()
+    if fname: fig.savefig(fname, dpi=100); plt.close(fig)
     return fig
 
 # %% ../nbs/10_analysis.ipynb #9
@@ -223,12 +251,14 @@ def analyze_cli(results_dir:str='results', # directory holding final_results_*.j
     df = results_table(res)
     with pd.option_context('display.width', 200, 'display.max_columns', 30):
         print(df.drop(columns=['complete']).round(4).to_string(index=False))
+        ph = phase_table(res)
+        if len(ph): print('\nwhere the time goes (seconds):\n' + ph[['run', *_PHASES]].round(2).to_string(index=False))
     if csv: df.to_csv(csv, index=False)
     if plot:
         import matplotlib; matplotlib.use('Agg')
         out = Path(results_dir)/'plots'; out.mkdir(parents=True, exist_ok=True)
         for r in res: plot_run(r, out/f"{r.get('run_name', 'run')}.png")
-        plot_comparison(res, out/'comparison.png')
+        plot_comparison(res, out/'comparison.png'); plot_phases(res, out/'phases.png')
         print(f"plots: {out}")
     if report: print(f"report: {write_report(results_dir)}")
     return 0

@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['count_flops', 'flops_per_sample', 'EnergyMeter', 'Timer', 'RunMeter']
+__all__ = ['PHASES', 'STEP_PHASES', 'count_flops', 'flops_per_sample', 'EnergyMeter', 'Timer', 'PhaseTimer', 'RunMeter']
 
 # %% ../nbs/06_meters.ipynb #5
 def _logits(out):
@@ -184,6 +184,35 @@ class Timer:
     def __len__(self): return len(self._laps) + len(self._pending)
     def __enter__(self): return self.start()
     def __exit__(self, *exc): self.stop()
+
+# %% ../nbs/06_meters.ipynb #85876f1b
+PHASES = ('data', 'score', 'train', 'optimizer', 'eval', 'checkpoint', 'resume', 'other')
+STEP_PHASES = ('data', 'score', 'train', 'optimizer')   # what a training step costs (`step_time_ms`)
+
+class PhaseTimer:
+    "Charges elapsed time to the phase named by the last `mark(name)`; `read()` returns seconds per phase since the last read."
+    def __init__(self, device='cpu'): # device whose work is being timed
+        self.device = torch.device(device)
+        self._events = self.device.type == 'cuda' and torch.cuda.is_available()
+        self.marks = []
+    def _now(self):
+        if not self._events: return time.perf_counter()
+        e = torch.cuda.Event(enable_timing=True); e.record(); return e
+    def mark(self, name:str):
+        "From now on, time goes to phase `name`."
+        self.marks.append((name, self._now()))
+    @property
+    def phase(self) -> Optional[str]: return self.marks[-1][0] if self.marks else None
+    def read(self) -> dict:
+        "Seconds per phase since the last read (the current phase keeps running)."
+        if not self.marks: return {}
+        self.mark(self.phase)
+        if self._events: self.marks[-1][1].synchronize()
+        out = {}
+        for (n, a), (_, b) in zip(self.marks, self.marks[1:]):
+            out[n] = out.get(n, 0.0) + (a.elapsed_time(b) / 1e3 if self._events else b - a)
+        self.marks = self.marks[-1:]
+        return out
 
 # %% ../nbs/06_meters.ipynb #21
 def _ratio(a:float, b:float) -> Optional[float]: return a / b if b else None

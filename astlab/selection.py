@@ -39,7 +39,8 @@ def _rank_key(scores:Tensor) -> Tensor:
 def _rand(n:int, generator:Optional[torch.Generator], device) -> Tensor:
     "`n` uniform draws from `generator` (drawn on the generator's device), returned on `device`."
     gdev = generator.device if generator is not None else device
-    return torch.rand(n, generator=generator, device=gdev).to(device)
+    r = torch.rand(n, generator=generator, device=gdev)
+    return r if r.device == torch.device(device) else r.to(device, non_blocking=True)   # never a blocking copy
 
 def enforce_min_active(mask:Tensor,            # (n,) bool mask chosen by a selector
                        scores:Optional[Tensor], # (n,) scores; None = top up with random samples
@@ -70,12 +71,14 @@ class Selector:
     name:str = 'base'          # method name, the key in `SELECTORS`
     needs_scores:bool = True   # False: the loop may skip the score pass and pass scores=None
     _last_rate = None
+    last_indices:Optional[Tensor] = None   # sorted indices of the selected samples, when known without a host read
 
     def __call__(self, scores:Optional[Tensor], state:SelectionState) -> Tensor:
         "Validate the inputs, run `select`, and return a bool mask of length `state.n`."
         if scores is not None and tuple(scores.shape) != (state.n,):
             raise ValueError(f"{self.name}: scores must have shape ({state.n},) = (state.n,), got {tuple(scores.shape)}")
         if scores is None and self.needs_scores: raise ValueError(f"{self.name}: this selector needs scores, got None")
+        self.last_indices = None
         return self.select(scores, state)
 
     def select(self, scores:Optional[Tensor], state:SelectionState) -> Tensor:
@@ -87,6 +90,11 @@ class Selector:
         "Fraction chosen in the last batch before the `min_active` top-up (None before the first batch)."
         r = self._last_rate
         return r.item() if isinstance(r, Tensor) else r
+
+    @property
+    def last_rate_lazy(self):
+        "`last_rate` as stored: a float, or a 0-d tensor that is not read back (no host sync) until someone needs it."
+        return self._last_rate
 
     @property
     def threshold(self) -> Optional[float]:
@@ -136,9 +144,11 @@ class RandomSelector(Selector):
         self._last_rate = c / n if n else 0.0
         k = max(c, _k_min(self.min_active, n))
         gdev = state.generator.device if state.generator is not None else dev
-        perm = torch.randperm(n, generator=state.generator, device=gdev).to(dev)
+        perm = torch.randperm(n, generator=state.generator, device=gdev)
+        if perm.device != dev: perm = perm.to(dev, non_blocking=True)
+        self.last_indices = perm[:k].sort().values
         mask = torch.zeros(n, dtype=torch.bool, device=dev)
-        mask[perm[:k]] = True
+        mask[self.last_indices] = True
         return mask
     __repr__ = basic_repr('target,min_active')
 
@@ -158,7 +168,8 @@ class TopKSelector(Selector):
         self._last_rate = c / n if n else 0.0
         k = max(c, _k_min(self.min_active, n))
         mask = torch.zeros(n, dtype=torch.bool, device=scores.device)
-        mask[_rank_key(scores).topk(k).indices] = True
+        self.last_indices = _rank_key(scores).topk(k).indices.sort().values
+        mask[self.last_indices] = True
         return mask
     __repr__ = basic_repr('target,min_active')
 
@@ -181,7 +192,8 @@ class ASTSelector(Selector):
                  bucket:int=1):                   # round the active count up to a multiple of this (next-highest scores)
         if normalize not in ('batch', 'none'): raise ValueError(f"normalize must be 'batch' or 'none', got {normalize!r}")
         self.target, self.min_active, self.normalize, self.bucket = _check_target(target), min_active, normalize, bucket
-        self.score_threshold, self.rate_reduce = None, None   # rate_reduce(count, n) -> global (count, n), for DDP
+        self.score_threshold = None
+        self.defer_update = False   # True (DDP): `select` leaves the controller to `update(global count, global n)`
         if normalize == 'batch':   # threshold = exp(z): start at the target quantile of a normal batch, in MAD units
             z0 = statistics.NormalDist().inv_cdf(1 - self.target) * 1.4826 if self.target < 1 else -20.0
             initial_threshold, min_threshold, max_threshold = math.exp(z0), 0.0, None
@@ -208,10 +220,17 @@ class ASTSelector(Selector):
         k = max(raw, _k_min(self.min_active, state.n))
         if self.bucket > 1: k = min(state.n, -(-k // self.bucket) * self.bucket)   # next multiple: fewer shapes for cudnn
         self.raw_rate = raw / state.n
-        if self.rate_reduce is None: self._last_rate = k / state.n
-        else: c, m = self.rate_reduce(k, state.n); self._last_rate = c / max(m, 1)   # the global trained rate (DDP)
+        if not self.defer_update: self.update(k, state.n)
+        # the k best with the selected ones first (k >= raw): the top-up of `enforce_min_active`, indices kept
+        self.last_indices = _rank_key(scores).masked_fill(mask, math.inf).topk(k).indices.sort().values
+        out = torch.zeros_like(mask); out[self.last_indices] = True
+        return out
+
+    def update(self, count:int, # samples trained in the batch (under DDP: summed over ranks)
+               n:int):          # samples in the batch (under DDP: summed over ranks)
+        "Feed the controller the trained rate `count / n`; `select` calls it unless `defer_update` is set."
+        self._last_rate = count / max(n, 1)
         self.controller.update(self._last_rate)
-        return enforce_min_active(mask, scores, k)
 
     def set_epoch(self, epoch:int):
         "Forward the epoch to the controller (gain warm-up)."
