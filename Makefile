@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test sync-check nbtest pytest readme bench clean
+.PHONY: install demo test sync-check nbtest pytest browser readme bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,8 +37,12 @@ sync-check: install
 nbtest: install
 	$(VENV)/bin/nbdev-test --n-workers 2
 
-pytest: install
+pytest: install browser
 	$(PY) -m pytest -q
+
+## Debian's chromium for the HTML report's browser test (installed when missing; says why when it cannot be)
+browser:
+	@bash tools/install_chromium.sh
 
 ## Re-render README.md from nbs/index.ipynb (a test checks they agree)
 readme: install

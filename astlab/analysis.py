@@ -9,13 +9,15 @@ from datetime import datetime
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.script import call_parse
-from .config import redact
+from .config import ConfigError, redact
+from .meters import history_rows
+from .preflight import check_writable
 
 # %% auto #0
-__all__ = ['load_results', 'results_table', 'plot_run', 'plot_comparison', 'phase_table', 'plot_phases', 'pareto_front',
-           'plot_pareto', 'plot_traces', 'write_report', 'analyze_cli']
+__all__ = ['load_results', 'results_table', 'run_panels', 'energy_label', 'plot_run', 'plot_comparison', 'phase_table',
+           'plot_phases', 'pareto_front', 'plot_pareto', 'plot_traces', 'write_report', 'analyze_cli']
 
-# %% ../nbs/10_analysis.ipynb #5
+# %% ../nbs/10_analysis.ipynb #13
 def load_results(results_dir, latest_only:bool=True) -> list:
     "`final_results_*.json` under `results_dir`, oldest first; with `latest_only` the newest file per run name."
     out = {}
@@ -30,7 +32,7 @@ def results_table(results:list) -> pd.DataFrame:
     "One row per run: method, target, accuracy, measured cost, tracking error."
     rows = []
     for r in results:
-        h = r.get('training_history', [])
+        h = history_rows(r)
         rates = [e['activation_rate'] for e in h]
         tot = r.get('totals', {})
         m, tgt = r.get('method', '?'), r.get('target_activation')
@@ -39,28 +41,82 @@ def results_table(results:list) -> pd.DataFrame:
                          best_acc=r['best_accuracy'], final_acc=h[-1]['val_acc'] if h else None,
                          epochs=r['epochs_completed'], activation=np.mean(rates) if rates else None,
                          tracking_error=(np.mean([abs(x - tgt) for x in rates]) if rates and m != 'full' else None),
-                         gflops=tot.get('flops', 0)/1e9, energy_savings=h[-1]['energy_savings'] if h else None,
+                         gflops=tot.get('flops', 0)/1e9, energy_savings=tot.get('energy_savings'),   # the whole run's
                          energy_kj=tot.get('energy_j', 0)/1e3, energy_source=r.get('energy_source'),
                          wall_min=r['total_time_hours']*60, complete=r.get('complete')))
     return pd.DataFrame(rows)
 
-# %% ../nbs/10_analysis.ipynb #7
+# %% ../nbs/10_analysis.ipynb #15
+def run_panels(res:dict) -> list:
+    "The panels a run has something to show in: activation (not for full data), threshold (only with a controller), accuracy, cost."
+    h = history_rows(res)
+    p = [] if res.get('method') == 'full' else ['activation']
+    if any(e.get('threshold') is not None for e in h): p.append('threshold')
+    p.append('accuracy')
+    if any(e.get('est_energy_kj') is not None or e.get('step_time_ms') is not None for e in h): p.append('cost')
+    return p
+
+def _epoch_energy_kj(h) -> list:
+    "Energy of each epoch, kJ (the per-epoch field when there, else differences of the cumulative one)."
+    if all(e.get('epoch_energy_kj') is not None for e in h): return [e['epoch_energy_kj'] for e in h]
+    cum = [e.get('est_energy_kj') for e in h]
+    if any(x is None for x in cum): return []
+    return list(np.diff([0.0] + cum))
+
+def energy_label(res:dict) -> str:
+    "What the energy figures are: NVML's measurement, or the time × TDP proxy (and its wattage)."
+    if res.get('energy_source') == 'nvml': return 'measured (NVML)'
+    w = (res.get('config') or {}).get('metrics', {}).get('gpu_tdp_watts')
+    return f"proxy: wall time × {w:g} W" if w else 'proxy: wall time × TDP'
+
+def _draw(ax, name:str, res:dict, h:list):
+    "Draw panel `name` of a run on `ax`: every panel has a legend and units."
+    ep = [e['epoch'] for e in h]
+    if name == 'activation':
+        ax.plot(ep, [e['activation_rate'] for e in h], 'o-', label='activation rate (measured)')
+        if res.get('target_activation') is not None:
+            ax.axhline(res['target_activation'], ls='--', c='k', lw=0.8, label='target')
+        ax.set(ylim=(0, 1.05), title='fraction of samples trained', ylabel='fraction of samples')
+    elif name == 'threshold':
+        th = [np.nan if e.get('threshold') is None else e['threshold'] for e in h]
+        ax.plot(ep, th, 'o-', c='tab:purple', label='threshold at the end of the epoch')
+        pos = [t for t in th if t == t and t > 0]
+        if pos and len(pos) == sum(t == t for t in th) and max(pos) / min(pos) > 10: ax.set_yscale('log')
+        ax.set(title="controller's threshold", ylabel='significance (nats: loss + w·entropy)')
+    elif name == 'accuracy':
+        ax.plot(ep, [e.get('val_acc') for e in h], 'o-', label='validation')
+        ax.plot(ep, [e.get('train_acc') for e in h], 'o--', label='train (scored batches)')
+        ax.set(title='accuracy', ylabel='accuracy (fraction)')
+    elif name == 'cost':
+        kj, hs = _epoch_energy_kj(h), []
+        if kj:
+            src = energy_label(res)
+            hs.append(ax.bar(ep, kj, color='tab:orange', alpha=0.6, label=f"energy per epoch ({src})"))
+            if len(kj) > 1:
+                m, sd = float(np.mean(kj)), float(np.std(kj, ddof=1))
+                noise = 'noise: it follows machine load' if src.startswith('proxy') else 'epoch-to-epoch spread'
+                hs.append(ax.axhspan(m - sd, m + sd, color='tab:orange', alpha=0.15,
+                                     label=f"mean ± sd, {sd/m:.0%} of the mean ({noise})" if m else 'mean ± sd'))
+            ax.set_ylabel('energy per epoch (kJ)')
+        else: ax.set_yticks([])
+        st = [e.get('step_time_ms') for e in h]
+        if any(x is not None for x in st):
+            a2 = ax.twinx()
+            hs += a2.plot(ep, [np.nan if x is None else x for x in st], 'k.-', label='step time (ms, right axis)')
+            a2.set_ylabel('step time (ms)')
+        ax.legend(handles=hs, fontsize=7, loc='lower left')
+        ax.set(title='cost per epoch' + (' (energy is a proxy)' if kj and energy_label(res).startswith('proxy') else ''))
+    if name != 'cost': ax.legend(fontsize=7)
+    from matplotlib.ticker import MaxNLocator
+    ax.set_xlabel('epoch'); ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
 def plot_run(res:dict, fname=None):
-    "2×2 panel: activation vs target, threshold, val accuracy, energy and step time per epoch."
+    "One run's panels (`run_panels`): activation vs target, threshold, accuracy, energy and step time per epoch."
     import matplotlib.pyplot as plt
-    h = res['training_history']; ep = [e['epoch'] for e in h]
-    fig, ax = plt.subplots(2, 2, figsize=(10, 6.5))
-    ax[0, 0].plot(ep, [e['activation_rate'] for e in h], 'o-', label='activation rate')
-    if res.get('method') != 'full': ax[0, 0].axhline(res['target_activation'], ls='--', c='k', lw=0.8, label='target')
-    ax[0, 0].set(ylim=(0, 1.05), title='activation rate', xlabel='epoch'); ax[0, 0].legend(fontsize=8)
-    th = [e['threshold'] for e in h]
-    if any(t is not None for t in th): ax[0, 1].semilogy(ep, [np.nan if t is None else t for t in th], 'o-')
-    ax[0, 1].set(title='threshold (end of epoch)', xlabel='epoch')
-    ax[1, 0].plot(ep, [e['val_acc'] for e in h], 'o-', label='val'); ax[1, 0].plot(ep, [e['train_acc'] for e in h], 'o--', label='train')
-    ax[1, 0].set(title='accuracy', xlabel='epoch'); ax[1, 0].legend(fontsize=8)
-    kj = np.diff([0] + [e['est_energy_kj'] for e in h])
-    ax[1, 1].bar(ep, kj, color='tab:orange', alpha=0.6); ax[1, 1].set(title=f"energy per epoch, kJ ({res.get('energy_source')})", xlabel='epoch')
-    a2 = ax[1, 1].twinx(); a2.plot(ep, [e['step_time_ms'] for e in h], 'k.-'); a2.set_ylabel('step time, ms')
+    h, names = history_rows(res), run_panels(res)
+    ncols = 2 if len(names) == 4 else len(names)
+    fig, axes = plt.subplots(-(-len(names) // ncols), ncols, figsize=(5 * ncols, 3.4 * -(-len(names) // ncols)), squeeze=False)
+    for ax, n in zip(axes.flat, names): _draw(ax, n, res, h)
     fig.suptitle(res.get('run_name', '')); fig.tight_layout()
     if fname: fig.savefig(fname, dpi=100); plt.close(fig)
     return fig
@@ -70,17 +126,17 @@ def plot_comparison(results:list, fname=None, title='validation accuracy vs coun
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for r in results:
-        h = r['training_history']
+        h = history_rows(r)
         if not h: continue
         ax.plot([e['est_flops_g'] for e in h], [e['val_acc'] for e in h], 'o-', ms=3,
                 label=f"{r.get('run_name')} (best {r['best_accuracy']:.3f})")
-    ax.set(xlabel='cumulative counted GFLOPs (score pass + train pass)', ylabel='validation accuracy', title=title)
+    ax.set(xlabel='cumulative counted GFLOPs (score pass + train pass)', ylabel='validation accuracy (fraction)', title=title)
     ax.grid(alpha=0.3); ax.legend(fontsize=7)
     fig.tight_layout()
     if fname: fig.savefig(fname, dpi=110); plt.close(fig)
     return fig
 
-# %% ../nbs/10_analysis.ipynb #0f73d259
+# %% ../nbs/10_analysis.ipynb #10
 _PHASES = ('data', 'score', 'train', 'optimizer', 'eval', 'checkpoint', 'resume', 'other')
 
 def phase_table(results:list) -> pd.DataFrame:
@@ -108,7 +164,7 @@ def plot_phases(results:list, fname=None):
     if fname: fig.savefig(fname, dpi=100); plt.close(fig)
     return fig
 
-# %% ../nbs/10_analysis.ipynb #9
+# %% ../nbs/10_analysis.ipynb #18
 def pareto_front(df:pd.DataFrame,   # one row per run (see `results_table`)
                  x:str='gflops',    # cost column: lower is better
                  y:str='best_acc',  # quality column: higher is better
@@ -122,7 +178,7 @@ def pareto_front(df:pd.DataFrame,   # one row per run (see `results_table`)
         on.append(bool(ok[i] and not dom.any()))
     return pd.Series(on, index=df.index, name='pareto')
 
-# %% ../nbs/10_analysis.ipynb #12
+# %% ../nbs/10_analysis.ipynb #21
 def _data_uri(fig, dpi=100) -> str:
     "A matplotlib figure as a `data:image/png;base64,...` URI."
     buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=dpi)
@@ -135,43 +191,31 @@ def plot_pareto(results:list, df:pd.DataFrame|None=None):
     front = pareto_front(df)
     fig = Figure(figsize=(8, 5)); ax = fig.add_subplot()
     for (i, row), r in zip(df.iterrows(), results):
-        h = r.get('training_history', [])
+        h = history_rows(r)
         line, = ax.plot([e['est_flops_g'] for e in h], [e['val_acc'] for e in h], '-', lw=1, alpha=0.45)
         ax.plot(row.gflops, row.best_acc, 'o', ms=8 if front[i] else 6, c=line.get_color(),
                 mec='k' if front[i] else 'none', label=f"{row.run}{'  (front)' if front[i] else ''}")
     pf = df[front].sort_values('gflops')
     if len(pf): ax.step(pf.gflops, pf.best_acc, where='post', c='k', ls='--', lw=1, label='Pareto front')
-    ax.set(xlabel='counted GFLOPs (score pass + train pass)', ylabel='validation accuracy',
+    ax.set(xlabel='counted GFLOPs (score pass + train pass)', ylabel='validation accuracy (fraction)',
            title='accuracy vs counted compute: best accuracy at total FLOPs, Pareto front dashed')
     ax.grid(alpha=0.3); ax.legend(fontsize=7); fig.tight_layout()
     return fig
 
 def plot_traces(res:dict):
-    "One run's controller trace: activation rate vs its target, and the threshold the controller chose, per epoch."
+    "One run's controller trace (activation rate vs target, threshold per epoch); None for a run with neither (full data)."
     from matplotlib.figure import Figure
-    h = res.get('training_history', []); ep = [e['epoch'] for e in h]
-    fig = Figure(figsize=(9, 2.8)); a, b = fig.subplots(1, 2)
-    a.plot(ep, [e['activation_rate'] for e in h], 'o-', label='activation rate')
-    if res.get('method') != 'full' and res.get('target_activation') is not None:
-        a.axhline(res['target_activation'], ls='--', c='k', lw=0.8, label='target')
-    a.set(ylim=(0, 1.05), xlabel='epoch', title='activation vs target'); a.legend(fontsize=7)
-    th = [t for t in (e.get('threshold') for e in h) if t is not None and t > 0]
-    if th:
-        b.plot(ep, [np.nan if e.get('threshold') is None or e['threshold'] <= 0 else e['threshold'] for e in h],
-               'o-', c='tab:purple')
-        if max(th) / min(th) > 10: b.set_yscale('log')     # scores shrink 10-100x while a model learns
-    else:
-        b.text(0.5, 0.5, 'no threshold (method without a controller)', ha='center', va='center', transform=b.transAxes)
-        b.set(xticks=[], yticks=[])
-    b.set(xlabel='epoch', title='threshold (end of epoch)')
-    from matplotlib.ticker import MaxNLocator
-    for x in (a, b): x.xaxis.set_major_locator(MaxNLocator(integer=True))
+    names = [n for n in run_panels(res) if n in ('activation', 'threshold')]
+    if not names: return None
+    fig = Figure(figsize=(4.6 * len(names), 2.9))
+    for ax, n in zip(fig.subplots(1, len(names), squeeze=False)[0], names): _draw(ax, n, res, history_rows(res))
     fig.suptitle(str(res.get('run_name', '')), fontsize=10); fig.tight_layout()
     return fig
 
-# %% ../nbs/10_analysis.ipynb #13
+
+# %% ../nbs/10_analysis.ipynb #22
 _COLS = [('run', 'run'), ('method', 'method'), ('target', 'target'), ('best_acc', 'best accuracy'),
-         ('gflops', 'counted GFLOPs'), ('energy_kj', 'energy (kJ)'), ('energy_source', 'energy source'),
+         ('gflops', 'counted GFLOPs'), ('energy_savings', 'FLOPs saved'), ('energy_kj', 'energy (kJ)'), ('energy_source', 'energy source'),
          ('wall_min', 'wall time (min)'), ('tracking_error', 'tracking error'), ('epochs', 'epochs'),
          ('complete', 'complete'), ('pareto', 'Pareto front')]
 
@@ -183,7 +227,7 @@ def _cell(v, fmt='{:.4g}') -> str:
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
-th{background:#f3f3f3}td:first-child,td:nth-child(2),td:nth-child(7){text-align:left}tr.front td{font-weight:600}
+th{background:#f3f3f3}td:first-child,td:nth-child(2),td:nth-child(8){text-align:left}tr.front td{font-weight:600}
 img{max-width:100%}.note{color:#555;font-size:13px}"""
 
 def _atomic_write(path:Path, text:str):
@@ -193,6 +237,11 @@ def _atomic_write(path:Path, text:str):
         with open(tmp, 'w', encoding='utf-8') as f: f.write(text); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException: tmp.unlink(missing_ok=True); raise
+
+def _compare_section(results_dir) -> str:
+    "The equal-compute section when `results_dir` is an `astlab-compare` output folder (has compare.json), else ''."
+    from astlab.compare import compare_html     # lazy: compare imports the trainer
+    return compare_html(results_dir)
 
 def write_report(results_dir,   # directory holding final_results_*.json
                  out=None,      # the HTML file (None: results_dir/report.html)
@@ -210,8 +259,11 @@ def write_report(results_dir,   # directory holding final_results_*.json
         rows.append(f"<tr{cls}>{tds}</tr>")
     head = ''.join(f"<th>{html.escape(t)}</th>" for _, t in _COLS)
     sources = sorted({str(s) for s in df.energy_source.dropna()})
-    traces = ''.join(f"<h3>{e(r.get('run_name', ''))}</h3>\n<img alt=\"controller trace of {e(r.get('run_name', ''))}\" "
-                     f"src=\"{_data_uri(plot_traces(r))}\">\n" for r in res)
+    traces = ''
+    for r in res:
+        fig, name = plot_traces(r), e(r.get('run_name', ''))
+        traces += f"<h3>{name}</h3>\n" + (f"<img alt=\"controller trace of {name}\" src=\"{_data_uri(fig)}\">\n" if fig else
+                   f"<p class=\"note\">{e(r.get('method'))}: trains on every sample, no controller to trace.</p>\n")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>astlab report: {e(Path(results_dir).name)}</title>
 <style>{_CSS}</style></head><body>
@@ -224,7 +276,7 @@ is wall time &times; the configured TDP (an estimate). Tracking error: mean |epo
 <table><thead><tr>{head}</tr></thead><tbody>
 {chr(10).join(rows)}
 </tbody></table>
-<h2>Accuracy vs counted compute</h2>
+{_compare_section(results_dir)}<h2>Accuracy vs counted compute</h2>
 <p class="note">A run is on the Pareto front when no other run reaches at least its best accuracy with at most its
 counted FLOPs.</p>
 <img alt="accuracy vs counted compute with the Pareto front" src="{_data_uri(plot_pareto(res, df), dpi=110)}">
@@ -236,13 +288,17 @@ counted FLOPs.</p>
     _atomic_write(out, page)
     return out
 
-# %% ../nbs/10_analysis.ipynb #14
+# %% ../nbs/10_analysis.ipynb #23
 @call_parse
 def analyze_cli(results_dir:str='results', # directory holding final_results_*.json
                 plot:bool=False,           # write per-run PNGs and the comparison chart into results_dir/plots
                 csv:str=None,              # also write the table as CSV here
                 report:bool=False):        # write one self-contained HTML page comparing every run: results_dir/report.html
     "Print a table of every run in `results_dir`; optionally draw the plots and write the HTML report."
+    try: check_writable([(Path(results_dir)/'plots', False, '--results-dir') if plot else (None, 0, 0),
+                         (Path(results_dir)/'report.html', True, '--results-dir') if report else (None, 0, 0),
+                         (csv, True, '--csv')])          # before reading anything: a read-only folder fails at once
+    except ConfigError as e: print(f"error: {e}", file=sys.stderr); return 2
     res = load_results(results_dir)
     if not res:
         print(f"error: no final_results_*.json in {results_dir!r}: run astlab-run first or pass --results-dir",

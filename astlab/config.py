@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['ConfigError', 'ModelConfig', 'DatasetConfig', 'ASTConfig', 'TrainingConfig', 'LoggingConfig', 'MetricsConfig',
-           'Config', 'config_from_dict', 'load_config', 'save_config', 'redact']
+           'Config', 'config_from_dict', 'split_overrides', 'load_config', 'save_config', 'redact']
 
 # %% ../nbs/00_config.ipynb #2
 import copy, difflib, json, os, re, tempfile, types
@@ -49,12 +49,16 @@ class DatasetConfig:
     crop_scale_min:float=_f(0.08, gt=0, le=1) # >= 64 px: RandomResizedCrop's smallest area share (torchvision reference 0.08)
     num_samples:Optional[int]=_f(None, ge=1) # synthetic: dataset size; others: subsample to this many
     val_fraction:float=_f(0.2, gt=0, lt=1) # share held out for validation when there is no val split
+    label_noise:float=_f(0.0, ge=0, lt=1) # share of TRAINING labels flipped to another class (fixed seed; validation stays clean)
     on_bad_image:str=_f('skip', choices=('skip', 'error')) # what to do with an unreadable image
 
 @dataclass
 class ASTConfig:
     "Adaptive Sparse Training: how samples are scored, selected, and how the threshold is steered."
-    method:str=_f('ast', choices=('ast', 'random', 'topk', 'sb', 'full')) # selector (see `astlab.selection`)
+    method:str=_f('ast', choices=('ast', 'random', 'topk', 'sb', 'full', 'is')) # selector (see `astlab.selection`)
+    sharpness:Optional[float]=_f(None, gt=0) # ast: beta of soft AST, keep prob min(1, (s/tau)^beta), loss weight 1/prob; null or .inf = hard threshold
+    weight_clip:Optional[float]=_f(None, ge=1) # soft ast / is: cap on the 1/prob loss weights (null: none; a cap biases)
+    uniform_floor:float=_f(0.0, ge=0, le=1) # soft ast / is: mix this share of uniform sampling into the keep probabilities
     scorer:str=_f('significance', choices=('significance', 'loss', 'entropy', 'margin')) # per-sample score
     target_activation:float=_f(0.25, gt=0, le=1) # fraction of each batch to train on, in (0, 1]
     initial_threshold:float=1.0 # starting significance threshold
@@ -82,6 +86,7 @@ class ASTConfig:
 class TrainingConfig:
     "Optimisation loop settings (see `astlab.train`)."
     epochs:int=_f(10, ge=1) # passes over the training set
+    budget:float=_f(1.0, gt=0, le=1) # train this fraction of `epochs`' steps, LR schedule decayed within them (budget-matched baseline)
     batch_size:int=_f(128, ge=1) # samples scored per step
     lr:float=_f(0.1, ge=0) # peak learning rate (of the global batch: DDP does not scale it unless scale_lr)
     scale_lr:bool=False # DDP: multiply lr and min_lr by the number of processes (linear scaling rule)
@@ -110,6 +115,8 @@ class LoggingConfig:
     "Where results go."
     output_dir:str='results' # results, logs and checkpoints are written under this directory
     jsonl_path:Optional[str]=None # per-epoch JSON lines log (None: don't write one)
+    tensorboard:bool=False # write TensorBoard scalars under <output_dir>/tensorboard/<run> (pip install 'astlab[tensorboard]')
+    tensorboard_every:int=_f(50, ge=1) # batches between TensorBoard step scalars (loss, rate, FLOPs, energy)
     run_name:Optional[str]=None # label for this run (None: derived from the config)
 
 @dataclass
@@ -218,6 +225,15 @@ def _relations(c:Config):
     yield (('ast.scoring', 'ast.method'), a.scoring == 'stale' and a.method not in ('ast', 'random', 'topk'),
            "ast.scoring 'stale' draws each epoch's samples with ast (PI-controlled), random (the control) or topk: "
            "set ast.method to one of those (or ast.scoring to 'fresh')")
+    yield (('training.budget', 'ast.scoring'), t.budget < 1 and a.scoring == 'stale',
+           "training.budget < 1 cuts the step count of per-batch training: use it with ast.scoring=fresh (e.g. ast.method=full)")
+    soft = a.method == 'is' or (a.method == 'ast' and a.sharpness is not None and a.sharpness != float('inf'))
+    yield (('ast.sharpness', 'ast.method'), a.sharpness is not None and a.method != 'ast',
+           "ast.sharpness shapes soft AST only: unset it, or set ast.method to 'ast' ('is' is sharpness 1)")
+    yield (('ast.weight_clip', 'ast.uniform_floor', 'ast.method'), (a.weight_clip is not None or a.uniform_floor > 0) and not soft,
+           "ast.weight_clip and ast.uniform_floor act on soft AST's weights: set ast.method to 'is', or 'ast' with a finite ast.sharpness")
+    yield (('ast.scoring', 'ast.sharpness'), a.scoring == 'stale' and soft,
+           "ast.scoring 'stale' draws with the hard threshold: unset ast.sharpness and use ast.method 'ast' (or scoring 'fresh')")
     yield (('ast.explore', 'ast.target_activation'),
            a.scoring == 'stale' and a.method == 'ast' and a.explore >= a.target_activation,
            "Lower ast.explore below ast.target_activation (exploration is part of the drawn share)")
@@ -325,20 +341,34 @@ def _parse_override(o:str) -> tuple:
     return k, _coerce(k, v, _keys(section)[key], src)
 
 # %% ../nbs/00_config.ipynb #32
+_NEXT_KEY = re.compile(r'[,\s]+(?=[A-Za-z_]\w*\.\w+\s*=)')
+
+def split_overrides(overrides, # None, a `section.key=value` string (several: comma/space separated), or a list of them
+                   ) -> list: # one `section.key=value` string per override
+    "Every override as its own string, whatever shape they came in."
+    if overrides is None: return []
+    if isinstance(overrides, str): overrides = [overrides]
+    out = []
+    for o in overrides:
+        if not isinstance(o, str): raise ConfigError(f"Malformed override {o!r}: expected section.key=value strings")
+        out += [p for p in _NEXT_KEY.split(o.strip()) if p]
+    return out
+
+# %% ../nbs/00_config.ipynb #35
 def load_config(path=None, # YAML or JSON file; None: the defaults
                 overrides=(), # dotted overrides applied after the file, e.g. ['training.lr=0.05']
                 env_file='.env', # loaded into os.environ if it exists, never overriding variables already set
                ) -> Config:
     "Load, override and validate a `Config`; every problem is a `ConfigError` naming the key and the file."
     if env_file and Path(env_file).is_file(): load_dotenv(env_file, override=False)
-    if isinstance(overrides, str): overrides = [overrides]
+    overrides = split_overrides(overrides)
     values, origins = _normalize(_read(path), str(path)) if path is not None else ({}, {})
     for o in overrides:
         k, v = _parse_override(o)
         values[k], origins[k] = v, f"override {o!r}"
     return _build(values, origins)
 
-# %% ../nbs/00_config.ipynb #38
+# %% ../nbs/00_config.ipynb #41
 def save_config(cfg:Config, # the config to write (a plain dict is validated first)
                 path, # destination; '.json' writes JSON, anything else YAML
                ) -> Path:
@@ -357,7 +387,7 @@ def save_config(cfg:Config, # the config to write (a plain dict is validated fir
         Path(tmp).unlink(missing_ok=True); raise
     return path
 
-# %% ../nbs/00_config.ipynb #41
+# %% ../nbs/00_config.ipynb #44
 _SECRET_WORDS = ('TOKEN', 'KEY', 'SECRET', 'PASSWORD')
 
 def _is_secret(name) -> bool: return isinstance(name, str) and any(w in name.upper() for w in _SECRET_WORDS)

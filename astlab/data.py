@@ -22,8 +22,9 @@ from .config import Config, config_from_dict
 # %% auto #0
 __all__ = ['SPLIT_SEED', 'IMAGENET_MEAN', 'IMAGENET_STD', 'DATASET_TYPES', 'DataError', 'seeded_augmentation', 'IndexedDataset',
            'collate_indexed', 'stratified_pick', 'TensorImages', 'DataBundle', 'describe', 'train_transform',
-           'val_transform', 'BadImageWarning', 'ImageDataset', 'ImageFiles', 'dataset_label', 'HFImages',
-           'get_datasets', 'mix_seed', 'EpochSampler', 'AstDataLoader', 'get_dataloaders']
+           'val_transform', 'BadImageWarning', 'ImageDataset', 'ImageFiles', 'dataset_label', 'HFImages', 'flip_labels',
+           'dataset_labels', 'NoisyLabels', 'get_datasets', 'mix_seed', 'EpochSampler', 'AstDataLoader',
+           'get_dataloaders']
 
 # %% ../nbs/04_data.ipynb #5
 class DataError(ValueError):
@@ -444,6 +445,42 @@ def _hf(cfg:Config) -> DataBundle:
     return DataBundle(mk(train, y, train_transform(S, d.crop_scale_min)), mk(val, yv, val_transform(S)), len(classes), classes, S, name)
 
 # %% ../nbs/04_data.ipynb #40
+def flip_labels(labels,               # clean class of each training sample
+                fraction:float,       # share to flip, 0 <= fraction < 1
+                num_classes:int,      # classes to flip among
+                seed:int=SPLIT_SEED,  # same labels, fraction and seed => same flips
+               ) -> tuple:            # (noisy labels, bool mask of the flipped samples)
+    "Flip exactly `round(fraction × n)` labels, each to a different class drawn uniformly."
+    labels = np.asarray(labels, dtype=np.int64); n = len(labels)
+    k = round(fraction * n)
+    if k and num_classes < 2: raise DataError("dataset.label_noise needs at least 2 classes to flip a label")
+    rng = np.random.default_rng(seed)
+    flipped = np.zeros(n, dtype=bool); flipped[rng.choice(n, k, replace=False)] = True
+    noisy = labels.copy()
+    noisy[flipped] = (labels[flipped] + rng.integers(1, num_classes, size=k)) % num_classes  # never the same class
+    return noisy, flipped
+
+def dataset_labels(ds) -> np.ndarray:
+    "Class of every item of `ds` (an `IndexedDataset`), read from the labels the dataset keeps (no image loading)."
+    inner = getattr(ds, 'ds', ds)
+    for k in ('y', 'labels', 'targets'):
+        if hasattr(inner, k): return np.asarray(getattr(inner, k), dtype=np.int64)
+    return np.array([ds[i][1] for i in range(len(ds))], dtype=np.int64)   # fallback: read every item
+
+class NoisyLabels(Dataset):
+    "Items `(x, noisy y, i)` of an `IndexedDataset` `ds`; `flipped[i]` says whether item i's label was flipped."
+    def __init__(self, ds:Dataset, fraction:float, num_classes:int, seed:int=SPLIT_SEED):
+        self.ds, self.fraction = ds, fraction
+        self.clean = dataset_labels(ds)
+        self.labels, self.flipped = flip_labels(self.clean, fraction, num_classes, seed)
+    def __len__(self): return len(self.ds)
+    def __getitem__(self, i:int):
+        item = self.ds[i]
+        if item is None: return None
+        return item[0], int(self.labels[i]), item[2]
+    def __repr__(self): return f"NoisyLabels({self.ds!r}, flipped={int(self.flipped.sum())})"
+
+# %% ../nbs/04_data.ipynb #43
 DATASET_TYPES = {'digits': _digits, 'synthetic': _synthetic, 'folder': _folder, 'hf': _hf} # dataset.type -> builder
 
 def get_datasets(cfg:Config, # run config (a `{section: {key: value}}` dict is validated first)
@@ -454,13 +491,14 @@ def get_datasets(cfg:Config, # run config (a `{section: {key: value}}` dict is v
     if t not in DATASET_TYPES:
         raise DataError(f"dataset.type: unknown type {t!r} — choose one of: {', '.join(DATASET_TYPES)}.")
     b = DATASET_TYPES[t](cfg)
+    if cfg.dataset.label_noise: b.train_ds = NoisyLabels(b.train_ds, cfg.dataset.label_noise, b.num_classes)
     for split, ds in (('training', b.train_ds), ('validation', b.val_ds)):
         if len(ds) == 0:
             raise DataError(f"The {split} set of {b.name!r} (dataset.type {t!r}) is empty — check the dataset.* "
                             "settings (paths, splits, num_samples) and that the data is there.")
     return b
 
-# %% ../nbs/04_data.ipynb #7b5eb556
+# %% ../nbs/04_data.ipynb #47
 _M64 = (1 << 64) - 1
 def mix_seed(*xs:int) -> int:
     "A 63-bit seed from integers (splitmix64 over them): nearby inputs give unrelated seeds."
@@ -489,7 +527,7 @@ class EpochSampler(torch.utils.data.Sampler):
         return iter([(i, mix_seed(base, i)) for i in self._order()])
     def __len__(self): return len(self.indices) // self.world if self.world > 1 else len(self.indices)
 
-# %% ../nbs/04_data.ipynb #43
+# %% ../nbs/04_data.ipynb #50
 class AstDataLoader(DataLoader):
     "A `DataLoader` that leaves out batches with fewer than `min_batch` readable items (`collate_indexed` drops unreadable ones)."
     def __init__(self, *args, min_batch:int=1, **kwargs):

@@ -8,10 +8,10 @@ import os
 import torch, torch.distributed as dist
 
 # %% auto #0
-__all__ = ['world_size', 'rank', 'is_main', 'init_distributed', 'all_reduce_sum', 'agree', 'shard_indices', 'cleanup',
-           'sum_over_ranks']
+__all__ = ['world_size', 'rank', 'is_main', 'init_distributed', 'group_device', 'all_reduce_sum', 'agree', 'shard_indices',
+           'cleanup', 'sum_over_ranks']
 
-# %% ../nbs/06a_distributed.ipynb #5
+# %% ../nbs/06a_distributed.ipynb #13
 def world_size() -> int: return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 def rank() -> int: return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 def is_main() -> bool: return rank() == 0
@@ -19,17 +19,31 @@ def is_main() -> bool: return rank() == 0
 def init_distributed(device_pref:str='auto'):
     "Join the process group torchrun describes (WORLD_SIZE > 1); returns the device this rank should use, or None."
     if int(os.environ.get('WORLD_SIZE', '1')) <= 1 or dist.is_initialized(): return None
+    global _device
     use_cuda = torch.cuda.is_available() and device_pref != 'cpu'
     dist.init_process_group('nccl' if use_cuda else 'gloo')
     if use_cuda:
         local = int(os.environ.get('LOCAL_RANK', '0')); torch.cuda.set_device(local)
-        return torch.device('cuda', local)
-    return torch.device('cpu')
+        _device = torch.device('cuda', local)
+    else: _device = torch.device('cpu')
+    return _device
+
+_device = None   # this rank's device, set by `init_distributed`
+
+def group_device() -> torch.device:
+    "Where a collective's tensor must live: this rank's device from `init_distributed`, else the group's device map."
+    if _device is not None: return _device
+    if not (dist.is_available() and dist.is_initialized()): return torch.device('cpu')
+    types = [b.split(':')[0] for b in str(dist.get_backend_config()).split(',') if ':' in b]   # e.g. 'cuda:nccl'
+    if not types or 'cpu' in types: return torch.device('cpu')
+    kind = types[0]
+    mod = getattr(torch, kind, None)
+    return torch.device(kind, mod.current_device()) if mod is not None and mod.is_available() else torch.device(kind)
 
 def all_reduce_sum(*xs, device=None) -> list:
-    "Sum numbers (python or 0-d tensors) over ranks in one collective; returns python floats."
+    "Sum numbers (python or 0-d tensors) over ranks in one collective on the group's device; returns python floats."
     if world_size() == 1: return [float(x) for x in xs]
-    t = torch.tensor([float(x) for x in xs], dtype=torch.float64, device=device or 'cpu')
+    t = torch.tensor([float(x) for x in xs], dtype=torch.float64, device=device or group_device())
     dist.all_reduce(t)
     return t.tolist()
 
@@ -45,7 +59,7 @@ def shard_indices(n:int) -> list:
 def cleanup():
     if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
 
-# %% ../nbs/06a_distributed.ipynb #b526419e
+# %% ../nbs/06a_distributed.ipynb #9
 def sum_over_ranks(vals:dict, # name -> python number or 0-d tensor
                    device=None, # the process group's device (where the collective runs)
                   ) -> dict:    # name -> python float, summed over ranks
@@ -56,7 +70,7 @@ def sum_over_ranks(vals:dict, # name -> python number or 0-d tensor
     on_dev = [k for k in keys if isinstance(vals[k], torch.Tensor)]
     host = [k for k in keys if k not in on_dev]
     if world == 1 and not on_dev: return {k: float(vals[k]) for k in keys}
-    if dev is None: dev = vals[on_dev[0]].device if on_dev else torch.device('cpu')
+    if dev is None: dev = vals[on_dev[0]].device if on_dev else (group_device() if world > 1 else torch.device('cpu'))
     parts = [torch.stack([vals[k].detach().reshape(()).double() for k in on_dev])] if on_dev else []
     if parts and parts[0].device != dev: parts[0] = parts[0].to(dev, non_blocking=True)
     if host:

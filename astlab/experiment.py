@@ -4,14 +4,16 @@
 
 # %% ../nbs/09_experiment.ipynb #2
 from __future__ import annotations
-import json, sys, traceback
+import json, sys, time, traceback
 from pathlib import Path
 from typing import Annotated
 from fastcore.script import call_parse
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config, split_overrides
 from .data import DataError
 from .train import train, run_name, atomic_write_text
+from .feedback import fmt_duration
 from .checkpoint import CheckpointError
+from .meters import history_rows
 from .distributed import is_main
 
 # %% auto #0
@@ -23,7 +25,7 @@ def build_config(config:str|None=None, # YAML/JSON config file (None: defaults)
                  overrides=(),         # `section.key=value` strings
                  output_dir=None, epochs=None, target_activation=None, jsonl_path=None) -> Config:
     "Load `config` with `overrides`, then the CLI shortcuts on top."
-    ov = list(overrides or [])
+    ov = split_overrides(overrides)   # a list, or one string with several (papermill -p)
     for k, v in (('logging.output_dir', output_dir), ('training.epochs', epochs),
                  ('ast.target_activation', target_activation), ('logging.jsonl_path', jsonl_path)):
         if v is not None: ov.append(f"{k}={v}")
@@ -31,7 +33,7 @@ def build_config(config:str|None=None, # YAML/JSON config file (None: defaults)
 
 def summarize(res:dict) -> dict:
     "One line per run: what was trained, how well, at what measured cost, and where the results are."
-    h = res['training_history']
+    h = history_rows(res)
     return dict(run=res['run_name'], method=res['method'], target=res['target_activation'],
                 best_accuracy=round(res['best_accuracy'], 4), epochs_completed=res['epochs_completed'],
                 activation_rate=round(sum(r['activation_rate'] for r in h)/len(h), 4) if h else None,
@@ -70,7 +72,7 @@ def run_cli(config:str=None,                # YAML/JSON config file (default: bu
             epochs:int=None,                # training.epochs
             target_activation:float=None,   # ast.target_activation, fraction in (0, 1]
             jsonl_path:str=None,            # logging.jsonl_path: per-epoch JSON lines log
-            set:Annotated[str, "config overrides KEY=VALUE, e.g. training.lr=0.05", {'nargs': '*'}]=None,
+            set:Annotated[str, "config overrides KEY=VALUE, e.g. training.lr=0.05", {'nargs': '*', 'action': 'extend'}]=None,
             resume:str=None,                # 'auto': continue this run's last checkpoint if any; or a checkpoint path
             no_progress:bool=False,         # hide the progress bar
             debug:bool=False):              # show tracebacks for config/data errors
@@ -100,13 +102,16 @@ def sweep(configs:list, overrides=(), output_log:str|None=None, force:bool=False
     names = [run_name(c) for c in cfgs]
     dup = {n for n in names if names.count(n) > 1}
     if dup: raise ConfigError(f"two configs in the sweep share the run name(s) {sorted(dup)}: set logging.run_name")
-    rows = []
-    for path, cfg in zip(configs, cfgs):
+    rows, t0 = [], time.perf_counter()
+    for i, (path, cfg) in enumerate(zip(configs, cfgs), 1):
         done = completed_results(cfg)
+        head = f"sweep run {i}/{len(cfgs)}: {run_name(cfg)} ({path})"
         if done and not force:
+            log(f"{head}: already complete, skipped")
             row = dict(run=run_name(cfg), config=str(path), skipped=True, results_path=str(done[-1]))
         else:
-            row = dict(config=str(path), **summarize(train(cfg, progress=progress, resume=None if force else 'auto')))
+            log(f"{head}, {fmt_duration(time.perf_counter() - t0)} into the sweep")
+            row = dict(config=str(path), **summarize(train(cfg, progress=progress, log=log, resume=None if force else 'auto')))
         rows.append(row); log(json.dumps(row))
         if output_log:
             p = Path(output_log); p.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +125,7 @@ def sweep_cli(configs:Annotated[str, "config files to run in order", {'nargs': '
               epochs:int=None,                # training.epochs for every run
               target_activation:float=None,   # ast.target_activation for every run
               output_dir:str=None,            # logging.output_dir for every run
-              set:Annotated[str, "overrides KEY=VALUE for every run", {'nargs': '*'}]=None,
+              set:Annotated[str, "overrides KEY=VALUE for every run", {'nargs': '*', 'action': 'extend'}]=None,
               force:bool=False,               # re-run configs whose results already exist
               no_progress:bool=False,         # hide progress bars
               debug:bool=False):              # show tracebacks for config/data errors

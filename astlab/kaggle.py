@@ -13,8 +13,8 @@ from .config import ConfigError, load_config, redact
 
 # %% auto #0
 __all__ = ['SECRETS', 'KaggleError', 'slugify', 'title_for', 'kernel_metadata', 'check_metadata', 'check_install',
-           'default_install', 'setup_cell', 'find_run_notebook', 'kernel_notebook', 'kaggle_username', 'write_kernel',
-           'kaggle_client', 'kaggle_credentials', 'push_kernel', 'kaggle_cli']
+           'default_install', 'setup_cell', 'find_run_notebook', 'kernel_notebook', 'kaggle_username',
+           'committed_files', 'write_kernel', 'kaggle_client', 'kaggle_credentials', 'push_kernel', 'kaggle_cli']
 
 # %% ../nbs/11_kaggle.ipynb #5
 class KaggleError(ValueError):
@@ -101,6 +101,11 @@ def check_metadata(meta:dict, # the contents of kernel-metadata.json
     return meta
 
 # %% ../nbs/11_kaggle.ipynb #13
+_ALTERNATIVES = ("Give --install one of: a wheel in an attached Kaggle dataset (python -m build --wheel, upload dist/ as "
+                 "a dataset, then --dataset-sources USER/astlab-wheel --install /kaggle/input/astlab-wheel/astlab-<version>"
+                 "-py3-none-any.whl; works without internet and for private code), a released version (astlab==<version>), "
+                 "or a public git URL pinned to a pushed commit (git+https://github.com/<you>/astlab@<sha>)")
+
 def check_install(spec:str, internet:bool=True) -> str:
     "Validate an install SPEC for a kernel (pip spec, pinned git URL, or wheel under /kaggle/input); return it."
     spec = (spec or '').strip()
@@ -113,6 +118,9 @@ def check_install(spec:str, internet:bool=True) -> str:
     if not internet:
         raise KaggleError(f"--install {spec!r} needs the internet, but the kernel has --no-internet: use a wheel in an "
                           "attached dataset (/kaggle/input/<dataset>/astlab-*.whl) or allow --internet")
+    if spec.startswith('git+') and not re.match(r'git\+(https?|ssh|git)://', spec):
+        raise KaggleError(f"--install {spec!r}: pip in a Kaggle kernel cannot install from a local path or file:// "
+                          f"repository. {_ALTERNATIVES}")
     if spec.startswith('git+') and not re.search(r'@[0-9a-fA-F]{7,40}(?:$|[#&])', spec):
         raise KaggleError(f"--install {spec!r}: pin the git URL to a commit (…/astlab@<sha>) so every run installs the same code")
     return spec
@@ -131,6 +139,9 @@ def default_install(repo=None) -> str:
                           "git+https://…/astlab@<sha>, or a wheel /kaggle/input/<dataset>/astlab-*.whl)")
     m = re.match(r'^(?:ssh://)?git@([^:/]+)[:/](.+)$', url)
     if m: url = f"https://{m[1]}/{m[2]}"
+    if not re.match(r'(https?|ssh|git)://', url):   # a clone of a local folder: `git+/path@sha` means nothing to pip
+        raise KaggleError(f"--install is needed: this checkout's origin is {url!r}, which pip in a Kaggle kernel cannot "
+                          f"reach. {_ALTERNATIVES}")
     if _git('status', '--porcelain', '--untracked-files=no', cwd=repo):
         print(f"note: the kernel installs commit {sha[:10]}; uncommitted changes are not in it", file=sys.stderr)
     return f"git+{url}@{sha}"
@@ -211,6 +222,13 @@ def kaggle_username():
     try: return json.loads(f.read_text()).get('username') or None
     except (OSError, ValueError): return None
 
+def committed_files(out) -> list:
+    "The files of a kernel folder `out` that git tracks (a starter kernel in the repository), which a rewrite would clobber."
+    out = Path(out)
+    if not out.is_dir(): return []
+    names = [n for n in ('run.ipynb', 'kernel-metadata.json') if (out/n).is_file()]
+    return [out/n for n in names if _git('ls-files', '--error-unmatch', '--', n, cwd=out) is not None]
+
 def _write(path:Path, text:str):
     "Write `text` to `path` via a temporary file and a rename."
     tmp = path.with_name(f".{path.name}.tmp"); tmp.write_text(text); os.replace(tmp, path)
@@ -227,8 +245,14 @@ def write_kernel(out, # the kernel folder to write (created if missing)
                  overrides=(), # config overrides, passed to the notebook
                  notebook=None, # the execution notebook (None: `find_run_notebook()`)
                  log=print,
+                 overwrite:bool=False, # rewrite files git tracks in `out` (regenerating the committed starter kernels)
                 ) -> dict:
     "Write `out/kernel-metadata.json` and `out/run.ipynb` for `config`; return the metadata."
+    tracked = [] if overwrite else committed_files(out)
+    if tracked:
+        raise KaggleError(f"{', '.join(map(str, tracked))} {'is' if len(tracked) == 1 else 'are'} committed in git and would "
+                          f"be overwritten: write your kernel to a scratch folder (e.g. --out runs/kaggle/{Path(out).name}, "
+                          "which git ignores), or pass --overwrite to regenerate the committed starter kernel on purpose")
     overrides = list(overrides or [])
     cfg = load_config(config, overrides)
     if kernel_id is None:
@@ -293,16 +317,17 @@ def kaggle_cli(config:Annotated[str, "YAML/JSON config the kernel runs (its cont
                gpu:Annotated[bool, "enable_gpu (default: on unless the config's training.device is cpu)", {'action': argparse.BooleanOptionalAction}]=None,
                internet:Annotated[bool, "enable_internet (pip install and hub datasets need it)", {'action': argparse.BooleanOptionalAction}]=True,
                private:Annotated[bool, "is_private", {'action': argparse.BooleanOptionalAction}]=True,
-               dataset_sources:Annotated[str, "datasets OWNER/SLUG to attach (mounted under /kaggle/input/)", {'nargs': '*'}]=None,
+               dataset_sources:Annotated[str, "datasets OWNER/SLUG to attach (mounted under /kaggle/input/)", {'nargs': '*', 'action': 'extend'}]=None,
                install:str=None, # how the kernel installs astlab: pip spec, git+https://…@COMMIT, or /kaggle/input/…/astlab-*.whl (default: this checkout's origin at HEAD)
-               set:Annotated[str, "config overrides KEY=VALUE for the kernel's run", {'nargs': '*'}]=None,
+               set:Annotated[str, "config overrides KEY=VALUE for the kernel's run", {'nargs': '*', 'action': 'extend'}]=None,
                notebook:str=None, # execution notebook to start from (default: nbs/run.ipynb of this checkout)
                push:bool=False, # then upload it: kaggle kernels push -p OUT
+               overwrite:bool=False, # rewrite kernel files that git tracks in OUT (the committed starters in kaggle/)
                debug:bool=False): # show tracebacks for user errors
     "Write a Kaggle kernel folder for a config (kernel-metadata.json + run.ipynb) and optionally push it."
     try:
         meta = write_kernel(out, config, slug, title, gpu, internet, private, dataset_sources or (), install, set or (), notebook,
-                            log=lambda s: print(s, file=sys.stderr))
+                            log=lambda s: print(s, file=sys.stderr), overwrite=overwrite)
         print(f"wrote {out}/kernel-metadata.json and {out}/run.ipynb: {meta['id']!r} ({meta['title']!r}), "
               f"gpu={str(meta['enable_gpu']).lower()} internet={str(meta['enable_internet']).lower()} "
               f"private={str(meta['is_private']).lower()} datasets={meta['dataset_sources']}")

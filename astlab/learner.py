@@ -12,8 +12,7 @@ from .distributed import world_size, all_reduce_sum, agree, sum_over_ranks
 
 # %% auto #0
 __all__ = ['EVENTS', 'CancelBatchException', 'CancelEpochException', 'CancelFitException', 'Callback', 'get_rng_state',
-           'set_rng_state', 'Learner', 'LRSchedCB', 'EarlyStopCB', 'TimeLimitCB', 'SignalCB', 'NonFiniteCB',
-           'ProgressCB']
+           'set_rng_state', 'Learner', 'LRSchedCB', 'EarlyStopCB', 'TimeLimitCB', 'SignalCB', 'NonFiniteCB']
 
 # %% ../nbs/07_learner.ipynb #5
 class CancelBatchException(Exception):
@@ -73,10 +72,11 @@ class Learner:
         for cb in cbs: self.add_cb(cb)
         self.epoch, self.step, self.iter, self.stop_reason, self.start_epoch, self.skip_batches = 0, 0, 0, None, 0, 0
         self.val_acc = self.val_loss = None
-        self.resume_state, self.epoch_complete, self.accum_count, self.accum_global = None, True, 0, 0.0
-        self.loss, self.n, self.agreed = None, 0, None
+        self.resume_state, self.epoch_complete, self.accum_count, self.norm = None, True, 0, 1
+        self.accum_global, self.loss, self.n, self.agreed = 0.0, None, 0, None
         self.phases, self.n_run = None, 0   # a `PhaseTimer` (set by the trainer): where the time goes; batches run this epoch
         self.world = world_size()
+        self._amp_skipped = torch.zeros((), dtype=torch.long)   # optimiser steps the GradScaler skipped (inf/NaN grads)
 
     def mark(self, phase:str):
         "Charge the time from here on to `phase` (data, score, train, optimizer, eval, checkpoint, resume, other)."
@@ -121,25 +121,40 @@ class Learner:
         sync = last or not hasattr(self.model, 'no_sync')      # DDP: all-reduce only on the window's last backward
         with (nullcontext() if sync else self.model.no_sync()): loss.backward()
 
+    def _exact(self) -> bool: return self.grad_accum_steps == 1 and self.world == 1
+
     def _opt_step(self):
         self.mark('optimizer')
         if self.scaler: self.scaler.unscale_(self.opt)
-        # DDP averaged the summed gradients over ranks: rescale to the mean over every sample trained anywhere
-        div = self.accum_count if self.world == 1 else self.accum_global / self.world
-        if (self.grad_accum_steps > 1 or self.world > 1) and div > 0:
-            for g in self.opt.param_groups:
-                for p in g['params']:
-                    if p.grad is not None: p.grad.div_(div)
+        if not self._exact():
+            # each backward divided its loss sum by `norm`; DDP then averaged over ranks: rescale the gradients to the
+            # mean over every sample trained in the window, anywhere (the global count came with each batch's collective)
+            total = self.accum_count if self.world == 1 else self.accum_global
+            f = self.world * self.norm / total if total > 0 else 1.0
+            if f != 1.0:
+                for g in self.opt.param_groups:
+                    for p in g['params']:
+                        if p.grad is not None: p.grad.mul_(f)
         if self.grad_clip_norm:   # on the true (unscaled, normalised) gradient
             torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g['params']], self.grad_clip_norm)
-        if self.scaler: self.scaler.step(self.opt); self.scaler.update()
+        if self.scaler:
+            scale = self.scaler._scale.clone()
+            self.scaler.step(self.opt); self.scaler.update()
+            # the scaler lowers its scale exactly when it found inf/NaN gradients and skipped the step (no host sync)
+            self._amp_skipped = self._amp_skipped.to(scale.device) + (self.scaler._scale < scale).long()
         else: self.opt.step()
         self.step += 1
         self('after_step')
         self.opt.zero_grad(set_to_none=True); self.accum_count, self.accum_global = 0, 0.0
 
+    @property
+    def amp_skipped_steps(self) -> int:
+        "Optimiser steps skipped so far because fp16 gradients overflowed (0 without a GradScaler)."
+        return int(self._amp_skipped)
+
     def _one_batch(self):
         self.weights, self.loss, self.n, self.agreed = None, None, 0, None
+        if self.accum_count == 0: self.norm = len(self.yb) * self.grad_accum_steps   # per window; equal on every rank
         self.mark('score')
         self('before_batch')                                  # a selection callback may shrink xb/yb (and set weights)
         self.mark('train')
@@ -149,7 +164,7 @@ class Learner:
             self.loss_sum = (ce if self.weights is None else ce * self.weights).sum()
         self.n = len(self.yb)
         self.loss = self.loss_sum.detach() / max(self.n, 1)
-        self.loss_bwd = self.loss_sum / self.n if self.grad_accum_steps == 1 and self.world == 1 else self.loss_sum
+        self.loss_bwd = self.loss_sum / (self.n if self._exact() else self.norm)
         self('after_loss')
         last = (self.iter + 1) % self.grad_accum_steps == 0 or self.iter + 1 == self.n_iter
         self._backward(last); self.accum_count += self.n
@@ -230,7 +245,7 @@ class Learner:
         finally: self('after_fit')
         return self
 
-# %% ../nbs/07_learner.ipynb #16
+# %% ../nbs/07_learner.ipynb #22
 class LRSchedCB(Callback):
     "Cosine decay from `lr` to `min_lr` over `epochs`, after a linear warm-up of `warmup_epochs`."
     order = -10
@@ -244,7 +259,8 @@ class LRSchedCB(Callback):
     def before_batch(self):
         L = self.learn
         if not L.training: return
-        t = L.epoch + (L.iter + 1) / max(L.n_iter, 1)     # progress at the end of this step
+        n = getattr(L.train_dl, 'epoch_len', L.n_iter)   # a budget's cut last epoch still counts in whole epochs
+        t = L.epoch + (L.iter + 1) / max(n, 1)           # progress at the end of this step
         for g in L.opt.param_groups: g['lr'] = self.lr_at(t)
 
 class EarlyStopCB(Callback):
@@ -309,17 +325,3 @@ class NonFiniteCB(Callback):
         raise CancelBatchException()
     def state_dict(self): return dict(skipped=self.skipped, in_a_row=self.in_a_row)
     def load_state_dict(self, d): self.skipped, self.in_a_row = d['skipped'], d['in_a_row']
-
-class ProgressCB(Callback):
-    "tqdm bar over training batches; shows `learn.postfix` (activation rate, threshold, loss ...)."
-    order = 90
-    def __init__(self, every:int=5): self.every = every
-    def before_train(self):
-        from tqdm.auto import tqdm
-        self.learn.postfix = {}
-        self.bar = tqdm(total=len(self.learn.train_dl), desc=f"epoch {self.learn.epoch+1}/{self.learn.epochs}",
-                        leave=False, dynamic_ncols=True)
-    def after_batch(self):
-        self.bar.update(1)
-        if self.learn.iter % self.every == 0 and self.learn.postfix: self.bar.set_postfix(self.learn.postfix, refresh=False)
-    def after_train(self): self.bar.close()

@@ -12,7 +12,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['PHASES', 'STEP_PHASES', 'count_flops', 'flops_per_sample', 'EnergyMeter', 'Timer', 'PhaseTimer', 'RunMeter']
+__all__ = ['PHASES', 'STEP_PHASES', 'SEED_HISTORY', 'count_flops', 'flops_per_sample', 'EnergyMeter', 'Timer', 'PhaseTimer',
+           'RunMeter', 'history_columns', 'history_rows']
 
 # %% ../nbs/06_meters.ipynb #5
 def _logits(out):
@@ -185,7 +186,7 @@ class Timer:
     def __enter__(self): return self.start()
     def __exit__(self, *exc): self.stop()
 
-# %% ../nbs/06_meters.ipynb #85876f1b
+# %% ../nbs/06_meters.ipynb #21
 PHASES = ('data', 'score', 'train', 'optimizer', 'eval', 'checkpoint', 'resume', 'other')
 STEP_PHASES = ('data', 'score', 'train', 'optimizer')   # what a training step costs (`step_time_ms`)
 
@@ -214,7 +215,7 @@ class PhaseTimer:
         self.marks = self.marks[-1:]
         return out
 
-# %% ../nbs/06_meters.ipynb #21
+# %% ../nbs/06_meters.ipynb #24
 def _ratio(a:float, b:float) -> Optional[float]: return a / b if b else None
 
 _COUNTS = ('seen', 'scored', 'trained', 'steps', 'step_s')
@@ -290,7 +291,7 @@ class RunMeter:
                     fwd_flops=self.fwd, fwd_bwd_flops=self.fwd_bwd, flops_source=self.flops_source,
                     energy_source=self.energy.source if has_e else None)
 
-# %% ../nbs/06_meters.ipynb #25
+# %% ../nbs/06_meters.ipynb #28
 @patch
 def state_dict(self:RunMeter) -> dict:
     "Everything needed to resume, as plain Python values."
@@ -308,3 +309,31 @@ def load_state_dict(self:RunMeter, d:dict):
     self._energy_base_j, self._energy_last_j = d['energy_j'], d['energy_last_j']
     if self.energy is not None: self.energy.start()
     return self
+
+# %% ../nbs/06_meters.ipynb #31
+SEED_HISTORY = ('epoch', 'train_acc', 'val_acc', 'energy_savings', 'activation_rate', 'time_min', 'threshold',
+                'step_time_ms', 'est_energy_kj', 'est_flops_g')   # the seed's per-epoch fields, in its order
+
+def _history(x):
+    "The history in `x`: a results dict's `training_history`, or `x` itself."
+    if isinstance(x, dict) and 'training_history' in x: x = x['training_history']
+    if x is None: return []
+    if not isinstance(x, (list, tuple, dict)):
+        raise TypeError(f"a training history is a dict of lists or a list of rows, not {type(x).__name__}")
+    return x
+
+def history_columns(x, # a results dict, or its `training_history` in either layout
+                   ) -> dict: # {field: [one value per epoch]}: the seed's fields first, then astlab's extras
+    "The seed's layout of a history: a dict of equally long lists."
+    h = _history(x)
+    if isinstance(h, dict): return {k: list(v) for k, v in h.items()}
+    keys = dict.fromkeys([*SEED_HISTORY, *(k for r in h for k in r)])
+    return {k: [r.get(k) for r in h] for k in keys}
+
+def history_rows(x, # a results dict, or its `training_history` in either layout
+                ) -> list: # one dict per epoch
+    "A history as one dict per epoch."
+    h = _history(x)
+    if not isinstance(h, dict): return [dict(r) for r in h]
+    n = max((len(v) for v in h.values()), default=0)
+    return [{k: v[i] for k, v in h.items() if i < len(v)} for i in range(n)]

@@ -14,7 +14,7 @@ from .controller import PIController
 
 # %% auto #0
 __all__ = ['SELECTORS', 'SelectionState', 'enforce_min_active', 'Selector', 'FullSelector', 'RandomSelector', 'TopKSelector',
-           'ASTSelector', 'SBSelector', 'make_selector']
+           'ASTSelector', 'SoftASTSelector', 'SBSelector', 'ISSelector', 'make_selector']
 
 # %% ../nbs/03_selection.ipynb #5
 @dataclass
@@ -70,6 +70,7 @@ class Selector:
     "Base class: `selector(scores, state)` -> (n,) bool mask of the samples to train on."
     name:str = 'base'          # method name, the key in `SELECTORS`
     needs_scores:bool = True   # False: the loop may skip the score pass and pass scores=None
+    last_weights = None        # (n,) float loss weights of the last batch (soft AST, IS); None = unweighted
     _last_rate = None
     last_indices:Optional[Tensor] = None   # sorted indices of the selected samples, when known without a host read
 
@@ -177,6 +178,7 @@ class TopKSelector(Selector):
 class ASTSelector(Selector):
     "Adaptive Sparse Training: select scores >= threshold; a PI controller moves the threshold toward `target` activation."
     name = 'ast'
+    can_defer = True   # honours `defer_update` (the controller fed later with the trained counts)
     def __init__(self,
                  target:float,                    # fraction of samples to train on, in (0, 1]
                  kp:float=0.1,                    # proportional gain of the controller
@@ -192,7 +194,7 @@ class ASTSelector(Selector):
                  bucket:int=1):                   # round the active count up to a multiple of this (next-highest scores)
         if normalize not in ('batch', 'none'): raise ValueError(f"normalize must be 'batch' or 'none', got {normalize!r}")
         self.target, self.min_active, self.normalize, self.bucket = _check_target(target), min_active, normalize, bucket
-        self.score_threshold = None
+        self.score_threshold, self.rate_reduce = None, None   # rate_reduce(count, n) -> global (count, n): a collective per call
         self.defer_update = False   # True (DDP): `select` leaves the controller to `update(global count, global n)`
         if normalize == 'batch':   # threshold = exp(z): start at the target quantile of a normal batch, in MAD units
             z0 = statistics.NormalDist().inv_cdf(1 - self.target) * 1.4826 if self.target < 1 else -20.0
@@ -220,7 +222,8 @@ class ASTSelector(Selector):
         k = max(raw, _k_min(self.min_active, state.n))
         if self.bucket > 1: k = min(state.n, -(-k // self.bucket) * self.bucket)   # next multiple: fewer shapes for cudnn
         self.raw_rate = raw / state.n
-        if not self.defer_update: self.update(k, state.n)
+        if self.rate_reduce is not None: self.update(*self.rate_reduce(k, state.n))   # the global trained rate (DDP)
+        elif not self.defer_update: self.update(k, state.n)
         # the k best with the selected ones first (k >= raw): the top-up of `enforce_min_active`, indices kept
         self.last_indices = _rank_key(scores).masked_fill(mask, math.inf).topk(k).indices.sort().values
         out = torch.zeros_like(mask); out[self.last_indices] = True
@@ -247,7 +250,72 @@ class ASTSelector(Selector):
 
     def __repr__(self): return f"ASTSelector(target={self.target}, min_active={self.min_active}, {self.controller!r})"
 
-# %% ../nbs/03_selection.ipynb #31
+# %% ../nbs/03_selection.ipynb #33
+class SoftASTSelector(ASTSelector):
+    "Soft AST: keep sample i with probability min(1, (s_i/tau)^beta), weight it 1/pi_i; a PI controller steers tau."
+    name = 'ast'
+    can_defer = False   # feeds the controller its expected rate (DDP: through `rate_reduce`), not the trained count
+    def __init__(self,
+                 target:float,                 # expected fraction of samples to train on, in (0, 1]
+                 sharpness:float=1.0,          # beta: 1 = importance sampling; larger = closer to the hard threshold
+                 weight_clip:float|None=None,  # cap on the weight 1/pi_i (None: no cap; a cap biases towards hard samples)
+                 uniform_floor:float=0.0,      # lambda: pi <- (1-lambda) pi + lambda*target (unbiased, bounds the weights)
+                 name:str|None=None,           # method name reported in state_dicts ('ast' or 'is')
+                 **kw):                        # the `ASTSelector` options (gains, thresholds, normalize, min_active)
+        if not 0 < sharpness < math.inf: raise ValueError(f"sharpness must be finite and > 0, got {sharpness}")
+        if weight_clip is not None and weight_clip < 1: raise ValueError(f"weight_clip must be >= 1, got {weight_clip}")
+        if not 0 <= uniform_floor <= 1: raise ValueError(f"uniform_floor must be in [0, 1], got {uniform_floor}")
+        kw.pop('bucket', None)                 # a Poisson draw has no fixed count to round
+        kw['normalize'] = 'none'               # tau is in score units: pi = (s/tau)^beta is already scale-free
+        super().__init__(target, **kw)
+        self.sharpness, self.weight_clip, self.uniform_floor = float(sharpness), weight_clip, float(uniform_floor)
+        if name is not None: self.name = name
+
+    def probs(self, scores:Tensor) -> Tensor:
+        "pi_i for every sample under the current threshold (also stored as `score_threshold`, in score units)."
+        ls = scores.detach().float().clamp_min(1e-12).log()
+        lt = math.log(self.controller.threshold)
+        self.score_threshold = math.exp(lt)
+        pi = (self.sharpness * (ls - lt)).clamp_max(0.0).exp().nan_to_num(0.0)
+        if self.uniform_floor > 0: pi = (1 - self.uniform_floor) * pi + self.uniform_floor * self.target
+        return pi
+
+    def warm_start(self, scores:Tensor):
+        "Set tau so that this batch's expected rate is exactly the target (bisection on log tau); run on the first batch."
+        ls = scores.detach().float().clamp_min(1e-12).log().nan_to_num(-27.6)
+        lo, hi = float(ls.min()) - 40 / self.sharpness, float(ls.max()) + 40 / self.sharpness
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            rate = float((self.sharpness * (ls - mid)).clamp_max(0.0).exp().mean())
+            if self.uniform_floor > 0: rate = (1 - self.uniform_floor) * rate + self.uniform_floor * self.target
+            lo, hi = (mid, hi) if rate > self.target else (lo, mid)
+        c = self.controller
+        c.u = min(max((lo + hi) / 2, c._lo), c._hi)
+
+    def select(self, scores, state):
+        "Poisson draw with probabilities `probs`; `last_weights` = (kept/n)/pi (clipped); feed the expected rate to the controller."
+        n = state.n
+        if n == 0: self.last_weights = scores.new_zeros(0); return scores > math.inf
+        if self.controller.steps == 0: self.warm_start(scores)
+        pi = self.probs(scores)
+        mask = _rand(n, state.generator, scores.device) < pi
+        raw = int(mask.sum())                                   # the one host sync
+        k = max(raw, _k_min(self.min_active, n))
+        mask = enforce_min_active(mask, scores, k)              # a top-up (rare) keeps its 1/pi weight
+        w = pi.clamp_min(1e-12).reciprocal()
+        if self.weight_clip is not None: w = w.clamp_max(self.weight_clip)
+        self.last_weights = w * (k / n)
+        self.raw_rate, self._last_rate = raw / n, k / n
+        exp_rate = float(pi.sum()) / n
+        if self.rate_reduce is not None: c, m = self.rate_reduce(exp_rate * n, n); exp_rate = c / max(m, 1)
+        self.controller.update(min(exp_rate, 1.0))
+        return mask
+
+    def __repr__(self):
+        return (f"SoftASTSelector(target={self.target}, sharpness={self.sharpness}, weight_clip={self.weight_clip}, "
+                f"uniform_floor={self.uniform_floor}, {self.controller!r})")
+
+# %% ../nbs/03_selection.ipynb #43
 class SBSelector(Selector):
     "Selective-Backprop: select each sample with probability CDF(score among the last `history` scores) ** beta."
     name = 'sb'
@@ -304,10 +372,15 @@ class SBSelector(Selector):
         self._pos, self._count = d['pos'], d['count']
     __repr__ = basic_repr('target,beta,history,min_active')
 
-# %% ../nbs/03_selection.ipynb #36
-SELECTORS = {c.name: c for c in (ASTSelector, RandomSelector, TopKSelector, SBSelector, FullSelector)}
+# %% ../nbs/03_selection.ipynb #48
+class ISSelector(SoftASTSelector):
+    "Importance sampling: soft AST with sharpness 1 (keep in proportion to the score, weight 1/pi)."
+    name = 'is'
+    def __init__(self, target:float, **kw): kw.pop('sharpness', None); super().__init__(target, sharpness=1.0, **kw)
 
-def make_selector(method:str,                   # one of `SELECTORS`: ast, random, topk, sb, full
+SELECTORS = {c.name: c for c in (ASTSelector, RandomSelector, TopKSelector, SBSelector, FullSelector, ISSelector)}
+
+def make_selector(method:str,                   # one of `SELECTORS`: ast, random, topk, sb, full, is
                   target:float=0.25,            # fraction of samples to train on
                   kp:float=0.1,                 # ast: proportional gain
                   ki:float=0.01,                # ast: integral gain
@@ -322,13 +395,18 @@ def make_selector(method:str,                   # one of `SELECTORS`: ast, rando
                   sb_history:int=1024,          # sb: number of recent scores for the percentile
                   normalize:str='batch',        # ast: threshold relative to the batch median ('batch') or absolute ('none')
                   bucket:int=1,                 # ast: round the active count up to a multiple of this
+                  sharpness:float=math.inf,     # ast: beta of soft AST; inf = the hard threshold
+                  weight_clip:float|None=None,  # ast/is: cap on the 1/pi weights
+                  uniform_floor:float=0.0,      # ast/is: share of uniform sampling mixed into pi
                  ) -> Selector:
     "Build the selector called `method` from flat options; each class takes the options it names."
     if method not in SELECTORS:
         raise ValueError(f"unknown selection method {method!r}; valid choices: {', '.join(SELECTORS)}")
-    cls = SELECTORS[method]
+    cls = SoftASTSelector if method == 'ast' and math.isfinite(sharpness) else SELECTORS[method]
     opts = dict(target=target, kp=kp, ki=ki, initial_threshold=initial_threshold, min_threshold=min_threshold,
                 max_threshold=max_threshold, min_active=min_active, ema=ema, kp_warmup_epochs=kp_warmup_epochs,
-                ki_warmup_epochs=ki_warmup_epochs, beta=sb_beta, history=sb_history, normalize=normalize, bucket=bucket)
+                ki_warmup_epochs=ki_warmup_epochs, beta=sb_beta, history=sb_history, normalize=normalize, bucket=bucket,
+                sharpness=sharpness, weight_clip=weight_clip, uniform_floor=uniform_floor)
     params = inspect.signature(cls).parameters
+    if issubclass(cls, SoftASTSelector): params = {**inspect.signature(ASTSelector).parameters, **inspect.signature(SoftASTSelector).parameters}
     return cls(**{k: v for k, v in opts.items() if k in params})

@@ -73,7 +73,7 @@ class SelectionCB(Callback):
         self.score_scale = score_scale
         self.bn_stats = bn_stats
         self.generator, self.postfix_every = generator, postfix_every
-        self.epoch_stats, self.bn = None, None
+        self.epoch_stats, self.bn, self.frozen = None, None, []
 
     _counters = ('seen', 'scored', 'trained', 'correct', 'acc_n')
     def before_epoch(self):
@@ -102,11 +102,23 @@ class SelectionCB(Callback):
             sel = self.selector.last_indices
             if sel is None: sel = mask.nonzero().squeeze(1)
             L.xb, L.yb = x[sel], y[sel]
+            w = self.selector.last_weights                  # soft AST / IS: 1/pi weights of the kept samples
+            if w is not None: L.weights = w[sel]
         self.seen += n; self.trained += len(L.yb)
         L.selected = mask
         if scores is not None and self.bn is not None: self.bn.apply()
+        elif scores is not None and self.score_scale == 1: self._freeze_running_stats()
+
+    def _freeze_running_stats(self):
+        "The score pass already updated BatchNorm's running statistics from the whole batch: the train pass must not."
+        self.frozen = [m for m in self.learn.model.modules() if isinstance(m, _BN) and m.track_running_stats]
+        for m in self.frozen: m.track_running_stats = False
+    def _unfreeze(self):
+        for m in self.frozen: m.track_running_stats = True
+        self.frozen = []
 
     def after_pred(self):
+        self._unfreeze()                     # the train forward is done (validation must see tracked statistics again)
         if self.learn.training and not self.selector.needs_scores:
             self.correct += (self.learn.preds.argmax(1) == self.learn.yb).sum(); self.acc_n += len(self.learn.yb)
 
@@ -116,6 +128,7 @@ class SelectionCB(Callback):
 
     def after_batch(self):
         L = self.learn
+        self._unfreeze()
         if self.bn is not None: self.bn.restore()
         if self._deferred():
             v = L.agree_batch(); self.selector.update(v['sel_trained'], v['sel_n'])
@@ -129,7 +142,7 @@ class SelectionCB(Callback):
         "Read the epoch's counters once: samples seen / scored / trained, train accuracy, mean raw rate."
         # one collective per epoch under DDP: the history counts every rank's samples
         seen, scored, trained, correct, acc_n = map(int, all_reduce_sum(self.seen, self.scored, self.trained,
-                                                                        self.correct, self.acc_n))
+                                                                        self.correct, self.acc_n, device=self.learn.device))
         self.epoch_stats = dict(seen=seen, scored=scored, trained=trained,
                                 train_acc=correct / max(acc_n, 1),
                                 activation_rate=trained / max(seen, 1),

@@ -14,17 +14,22 @@ from .selection import make_selector
 from .significance import get_scorer
 from .data import get_dataloaders, describe, dataset_label, EpochSampler
 from .models import create_model
-from .meters import flops_per_sample, EnergyMeter, RunMeter, PhaseTimer, STEP_PHASES
-from .learner import Learner, Callback, LRSchedCB, EarlyStopCB, TimeLimitCB, NonFiniteCB, ProgressCB, SignalCB
+from .meters import flops_per_sample, EnergyMeter, RunMeter, history_columns, history_rows, SEED_HISTORY
+from .meters import PhaseTimer, STEP_PHASES
+from .learner import Learner, Callback, LRSchedCB, EarlyStopCB, TimeLimitCB, NonFiniteCB, SignalCB
+from .feedback import ProgressCB, EpochLineCB
 from .checkpoint import CheckpointCB, CheckpointError, load_checkpoint, restore_learner
+from .preflight import check_writable, warn_ignored
 from .sparse import SelectionCB
 from .stale import StaleScoreCB, IndexSampler, stale_loader
+from .budget import budget_plan, BudgetCB, NoisyPickCB
 from .distributed import init_distributed, world_size, rank, is_main, all_reduce_sum, shard_indices
 
 # %% auto #0
 __all__ = ['EMBEDDINGS', 'COUNTED', 'resolve_device', 'resolve_amp', 'seed_everything', 'scaled_lr', 'make_optimizer', 'run_name',
            'HistoryCB', 'atomic_write_text', 'versions', 'device_info', 'shard_loaders', 'DistSamplerCB',
-           'checkpoint_dir', 'find_resume', 'check_resumable', 'train', 'write_results']
+           'checkpoint_dir', 'finished_results', 'resume_command', 'find_resume', 'check_resumable', 'train',
+           'write_results']
 
 # %% ../nbs/08_train.ipynb #5
 def resolve_device(name:str='auto') -> torch.device:
@@ -93,7 +98,7 @@ def _sync(device):
 
 class HistoryCB(Callback):
     "Per-epoch records with the seed's fields (+ additive ones) from a `RunMeter`; appended to a JSONL file if given."
-    order = 80
+    order = 40   # before CheckpointCB (45): last.pt holds the epoch's row; before EarlyStopCB (50), which may stop the fit
     def __init__(self, meter:RunMeter, jsonl_path=None, elapsed_s:float=0.0):
         self.meter, self.jsonl_path, self.elapsed0 = meter, jsonl_path, elapsed_s
         self.phase_acc, self.eval_samples = {}, 0     # this epoch's seconds per phase; validation samples evaluated
@@ -187,6 +192,30 @@ _RESUME_FREE = ('training.epochs', 'training.max_minutes', 'training.progress', 
 
 def checkpoint_dir(cfg:Config) -> Path: return Path(cfg.logging.output_dir)/'checkpoints'/run_name(cfg)
 
+def finished_results(cfg:Config, ck:dict) -> dict|None:
+    "The results of `ck`'s run if it already did what `cfg` asks (a complete results file, as many epochs); else None."
+    if ck.get('skip_batches') or not ck.get('epoch_complete', True): return None    # stopped mid-epoch
+    p = Path(ck['meta'].get('results_path', ''))
+    try: res = json.loads(p.read_text())
+    except (OSError, ValueError): return None
+    if not isinstance(res, dict) or not res.get('complete'): return None
+    if (res.get('config') or {}).get('training', {}).get('epochs', 0) < cfg.training.epochs: return None   # extend it
+    return res | dict(results_path=str(p))
+
+def resume_command(ckpt, argv=None) -> str:
+    "The command that resumes this run: the console script's own command line with `--resume auto`, else `train(...)`."
+    import shlex
+    argv = list(sys.argv if argv is None else argv)
+    prog = Path(argv[0]).name if argv else ''
+    if prog not in ('astlab-run', 'astlab-sweep'): return f"train(cfg, resume={str(ckpt)!r})  # or: astlab-run --config ... --resume auto"
+    args, skip = [], False
+    for a in argv[1:]:
+        if skip: skip = False; continue
+        if a in ('--resume', '--force'): skip = a == '--resume'; continue
+        if a.startswith('--resume='): continue
+        args.append(a)
+    return shlex.join([prog, *args, *(['--resume', 'auto'] if prog == 'astlab-run' else [])])
+
 def find_resume(resume, ck_dir:Path):
     "The checkpoint to resume from: None, `ck_dir/last.pt` for 'auto' (if it exists), or the given path."
     if not resume: return None
@@ -221,6 +250,22 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     device = dist_device or resolve_device(t.device)
     world = world_size()
     if not is_main(): log = lambda *_: None
+    name, ck_dir = run_name(cfg), checkpoint_dir(cfg)
+    ckpt = find_resume(resume, ck_dir)
+    ck = load_checkpoint(ckpt) if ckpt else None
+    if ck is not None:
+        check_resumable(cfg, ck['meta'], ckpt)
+        done = finished_results(cfg, ck)
+        if done is not None:                          # nothing to train: touch no file
+            log(f"run {name} is already complete ({done.get('epochs_completed')} epochs): nothing to do, every file "
+                f"left as it is; results: {done['results_path']} (raise training.epochs to extend it)")
+            return done
+    if is_main():                                     # before any data is loaded: fail in a second, not after an epoch
+        warn_ignored(cfg)
+        out = '--output-dir (logging.output_dir)'
+        check_writable([(cfg.logging.output_dir, False, out), (ck_dir, False, out),
+                        (cfg.logging.jsonl_path, True, '--jsonl-path (logging.jsonl_path)'),
+                        (ck['meta'].get('results_path') if ck else None, True, out)])
     if world > 1 and a.scoring == 'stale':
         raise ConfigError("ast.scoring 'stale' runs in one process for now: use ast.scoring=fresh with torchrun")
     amp_dtype, amp_note = resolve_amp(t.mixed_precision, device)
@@ -255,9 +300,13 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     selector = make_selector(a.method, target=target, kp=a.kp, ki=a.ki, initial_threshold=a.initial_threshold,
                              min_threshold=a.min_threshold, max_threshold=a.max_threshold, min_active=a.min_active,
                              ema=a.ema, kp_warmup_epochs=a.kp_warmup_epochs, ki_warmup_epochs=a.ki_warmup_epochs,
-                             sb_beta=a.sb_beta, sb_history=a.sb_history, normalize=a.normalize, bucket=a.bucket)
-    if world > 1 and hasattr(selector, 'defer_update'):   # one global controller: every rank feeds it the global rate
-        selector.defer_update = True                       # (summed in the batch's one collective, `agree_batch`)
+                             sb_beta=a.sb_beta, sb_history=a.sb_history, normalize=a.normalize, bucket=a.bucket,
+                             sharpness=math.inf if a.sharpness is None else a.sharpness, weight_clip=a.weight_clip,
+                             uniform_floor=a.uniform_floor)
+    if world > 1 and getattr(selector, 'can_defer', False):   # one global controller: every rank feeds it the global
+        selector.defer_update = True                           # rate, summed in the batch's one collective (`agree_batch`)
+    elif world > 1 and hasattr(selector, 'rate_reduce'):       # (a selector that feeds another rate: its own collective)
+        selector.rate_reduce = lambda count, n: all_reduce_sum(count, n, device=device)
     gen = torch.Generator(device).manual_seed(t.seed + 1 + rank())   # on the device: random draws need no copy
     energy = EnergyMeter(device, tdp_watts=cfg.metrics.gpu_tdp_watts)
     hist = HistoryCB(RunMeter(flops, energy), jsonl_path=cfg.logging.jsonl_path if is_main() else None)
@@ -269,18 +318,21 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
         selcb = StaleScoreCB(selector, sampler, len(bundle.train_ds), scorer, explore=explore, rescale=a.rescale,
                              anneal_epochs=a.anneal_epochs, generator=gen)
     else: selcb = SelectionCB(selector, scorer, generator=gen, bn_stats=a.bn_stats, score_scale=a.score_scale)
+    plan = budget_plan(t.epochs, len(train_dl), t.budget)     # budget < 1: fewer steps, schedule decayed within them
     cbs = [selcb,
-           LRSchedCB(lr, min_lr, epochs=t.epochs, warmup_epochs=t.warmup_epochs),
+           LRSchedCB(lr, min_lr, epochs=plan.lr_epochs, warmup_epochs=t.warmup_epochs * t.budget),
            hist, nonfinite]
+    if t.budget < 1: cbs.append(BudgetCB(plan))
+    flipped = getattr(bundle.train_ds, 'flipped', None)       # dataset.label_noise: count the noisy samples trained on
+    if flipped is not None: cbs.append(noise := NoisyPickCB(flipped))
     if t.early_stop_patience: cbs.append(EarlyStopCB(t.early_stop_patience))
     if t.max_minutes: cbs.append(TimeLimitCB(t.max_minutes))
     if (t.progress if progress is None else progress) and is_main(): cbs.append(ProgressCB())
+    cbs.append(EpochLineCB(hist, log))                     # one line per epoch, progress bar or not (rank 0: `log`)
     if world > 1: cbs.append(DistSamplerCB())
-    name = run_name(cfg)
-    ck_dir = checkpoint_dir(cfg)
-    ckpt = find_resume(resume, ck_dir)
-    ck = load_checkpoint(ckpt) if ckpt else None
-    if ck is not None: check_resumable(cfg, ck['meta'], ckpt)
+    if cfg.logging.tensorboard and is_main():   # optional extra, imported only when asked for
+        from astlab.integrations.tensorboard import TensorBoardCB
+        cbs.append(TensorBoardCB(Path(cfg.logging.output_dir)/'tensorboard'/name, hist.meter, cfg.logging.tensorboard_every))
     results_path = Path(ck['meta']['results_path']) if ck else \
         Path(cfg.logging.output_dir)/f"final_results_{name}_{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     cbs += [CheckpointCB(ck_dir, meta=dict(run_name=name, results_path=str(results_path), config=redact(cfg.to_dict()))),
@@ -293,12 +345,16 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
         log(f"resumed from {ckpt}: epoch {learn.start_epoch + 1}, batch {learn.skip_batches + 1}")
     log(f"run {name}: {a.method} target={a.target_activation} on {device.type}, {t.epochs} epochs, "
         f"{flops['fwd']/1e6:.1f} MFLOPs/sample forward ({flops['source']})")
-    try: learn.fit(t.epochs)
+    try: learn.fit(plan.epochs)
     finally:   # persistent worker processes: stop them now (left to the garbage collector they outlive the run)
         for dl in (learn.train_dl, learn.val_dl):
             if getattr(dl, '_iterator', None) is not None and hasattr(dl, '_stop_workers'): dl._stop_workers(dl._iterator)
     res = write_results(cfg, learn, hist, name, results_path, device=device, amp_note=amp_note, bundle=bundle,
-                        nonfinite=nonfinite.skipped, write=is_main())
+                        nonfinite=nonfinite.skipped, write=is_main(),
+                        extra=dict(label_noise=noise.summary()) if flipped is not None else None)
+    if (learn.stop_reason or '').startswith(('signal:', 'max_minutes')) and is_main():   # on the console too
+        print(f"run stopped ({learn.stop_reason}) after {res['epochs_completed']} complete epoch(s), checkpoint "
+              f"{ck_dir/'last.pt'}; resume with: {redact(res['resume_hint'])}", file=sys.stderr, flush=True)
     return res     # under torchrun the process group stays up until the process exits (rank 0 decides what prints)
 
 # %% ../nbs/08_train.ipynb #21
@@ -321,15 +377,15 @@ def _phase_totals(history) -> dict:
             if k != 'epoch': out[k] = out.get(k, 0.0) + v
     return out
 
-def write_results(cfg, learn, hist, name, path, device, amp_note, bundle, nonfinite=0, write=True) -> dict:
+def write_results(cfg, learn, hist, name, path, device, amp_note, bundle, nonfinite=0, write=True, extra=None) -> dict:
     "Assemble the results dict (seed fields + additive keys) and write it atomically."
     h, tot = hist.history, hist.meter.totals()
     done = sum(1 for r in h if r['complete'])
     wall = hist.elapsed()
     res = dict(best_accuracy=max((r['val_acc'] for r in h if r['val_acc'] is not None), default=0.0),
-               total_time_hours=wall/3600, epochs_completed=done, training_history=h,
+               total_time_hours=wall/3600, epochs_completed=done, training_history=history_columns(h),
                run_name=name, method=cfg.ast.method, target_activation=cfg.ast.target_activation,
-               complete=(done == cfg.training.epochs and learn.stop_reason is None) or learn.stop_reason == 'early_stop',
+               complete=(done == getattr(learn, 'epochs', cfg.training.epochs) and learn.stop_reason is None) or learn.stop_reason == 'early_stop',
                stop_reason=learn.stop_reason, accuracy_units='fraction',
                config=redact(cfg.to_dict()), versions=versions(), device=device_info(device), amp=amp_note,
                energy_source=tot['energy_source'], flops_source=tot['flops_source'],
@@ -344,8 +400,9 @@ def write_results(cfg, learn, hist, name, path, device, amp_note, bundle, nonfin
     res['phase_s'], res['phase_history'] = _phase_totals(hist.phase_history), hist.phase_history
     res['counted'] = COUNTED
     if not res['complete']:
-        res['resume_hint'] = f"astlab-run ... --resume auto (checkpoint: {checkpoint_dir(cfg)/'last.pt'})"
+        res['resume_hint'] = resume_command(checkpoint_dir(cfg)/'last.pt')
     res['world_size'] = world_size()
+    if extra: res |= extra
     if write: atomic_write_text(path, json.dumps(redact(res), indent=2))   # DDP: rank 0 only
     res['results_path'] = str(path)
     return res

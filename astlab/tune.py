@@ -11,7 +11,8 @@ from fastcore.script import call_parse
 from .config import Config, ConfigError, config_from_dict, redact, save_config
 from .data import get_dataloaders
 from .models import create_model
-from .meters import flops_per_sample
+from .meters import flops_per_sample, history_rows
+from .preflight import check_writable
 from .learner import Callback, CancelFitException, SignalCB
 from .train import train, run_name, HistoryCB, checkpoint_dir, atomic_write_text
 from .experiment import build_config, exit_code, _guard
@@ -75,12 +76,13 @@ def budget_epochs(budget:dict, target:float, score_pass:bool=True) -> int:
 # %% ../nbs/13_tune.ipynb #13
 OBJECTIVES = {'accuracy': 'maximize', 'tracking': 'minimize'}
 
-def objective_value(history:list,          # `training_history` rows of a run
+def objective_value(history,               # `training_history` of a run, either layout (or its results dict)
                     objective:str,         # 'accuracy' or 'tracking'
                     target:float,          # the run's ast.target_activation
                     budget_gflops:float|None=None, # accuracy: count only epochs whose cumulative GFLOPs are within it
                    ) -> float:
     "The number a trial is ranked by (see `OBJECTIVES` for the direction)."
+    history = history_rows(history)                                # either layout (old row-style results too)
     if objective == 'tracking':
         rates = [r['activation_rate'] for r in history if r.get('activation_rate') is not None]
         return sum(abs(x - target) for x in rates) / len(rates) if rates else 1.0
@@ -167,7 +169,7 @@ def make_objective(cfg:Config, objective:str, study:str, out_dir, budget:dict|No
             ck = checkpoint_dir(tcfg); shutil.rmtree(ck, ignore_errors=True)
             try: ck.parent.rmdir()            # `checkpoints/`, if nothing else is in it
             except OSError: pass
-        h = res['training_history']
+        h = history_rows(res)
         trial.set_user_attr('results_path', res['results_path'])
         trial.set_user_attr('epochs', tcfg.training.epochs)
         trial.set_user_attr('gflops', res['totals']['flops'] / 1e9)
@@ -259,7 +261,9 @@ def tune(cfg:Config,                 # the base config (the searched keys are ov
     if cfg.ast.method != 'ast':
         raise ConfigError(f"ast.method={cfg.ast.method!r}: astlab-tune tunes AST's controller (kp, ki, entropy_weight); "
                           "set ast.method=ast")
-    out = Path(cfg.logging.output_dir); out.mkdir(parents=True, exist_ok=True)
+    out = Path(cfg.logging.output_dir)
+    check_writable([(out, False, '--output-dir (logging.output_dir)')])   # exit 2 now, not a traceback later
+    out.mkdir(parents=True, exist_ok=True)
     name = study or f"{run_name(cfg)}-{objective}"
     budget = flops_budget(cfg, budget_fraction) if objective == 'accuracy' else None
     if budget:
@@ -321,7 +325,7 @@ def tune_cli(config:str=None,          # YAML/JSON config file (the base of ever
              tune_target:bool=False,   # also search ast.target_activation in [0.1, 0.5]
              budget_fraction:float=0.5, # accuracy objective: FLOPs budget as a share of full-data training's
              output_dir:str=None,      # logging.output_dir: study files here, trials in <output-dir>/trial_<N>
-             set:Annotated[str, "config overrides KEY=VALUE, e.g. training.epochs=5", {'nargs': '*'}]=None,
+             set:Annotated[str, "config overrides KEY=VALUE, e.g. training.epochs=5", {'nargs': '*', 'action': 'extend'}]=None,
              seed:int=None,            # TPE sampler seed (default: training.seed)
              progress:bool=False,      # show each trial's progress bar
              debug:bool=False):        # show tracebacks for config/data errors

@@ -62,6 +62,7 @@ def train_run(config, label, overrides, quiet, out_dir):
     training steps only. `others_share` says how much of the machine other processes used meanwhile."""
     from astlab.config import load_config
     from astlab.train import train
+    from astlab.meters import history_rows
     cfg = load_config(config, [*overrides, 'training.device=cpu', 'training.progress=false',
                                f'logging.output_dir={out_dir}'], env_file=None)
     quiet.wait()
@@ -69,7 +70,7 @@ def train_run(config, label, overrides, quiet, out_dir):
     res = train(cfg, progress=False, log=lambda *a: None)
     wall, ours = time.perf_counter() - w0, time.process_time() - c0
     others = max(0.0, busy_s() - b0 - ours) / (wall * NCPU)
-    h, tot, bs = res['training_history'], res['totals'], cfg.training.batch_size
+    h, tot, bs = history_rows(res), res['totals'], cfg.training.batch_size
     # training steps only: a batch of every `bs` samples loaded (stale scoring loads only the drawn ones)
     loaded = 'samples_trained' if cfg.ast.scoring == 'stale' else 'samples_seen'
     train_s = sum(r['step_time_ms'] / 1e3 * math.ceil(r[loaded] / bs) for r in h)

@@ -26,6 +26,7 @@ from PIL import Image
 import astlab.train as T
 from astlab.config import load_config
 from astlab.experiment import build_config
+from astlab.meters import history_rows
 
 BIN = Path(sys.executable).parent
 SECRET = "hf_secretvalue123"
@@ -112,7 +113,7 @@ def check_results(res):
     assert isinstance(res["best_accuracy"], float) and 0 <= res["best_accuracy"] <= 1
     assert isinstance(res["total_time_hours"], float) and 0 < res["total_time_hours"] < 1
     assert isinstance(res["epochs_completed"], int)
-    h = res["training_history"]
+    h = history_rows(res)
     assert isinstance(h, list) and len(h) == res["epochs_completed"]
     for i, row in enumerate(h, 1):
         missing = [k for k in HISTORY_FIELDS if k not in row]
@@ -262,7 +263,7 @@ def test_run_results_file_has_seed_fields_and_additive_keys(jobs, tmp_path):
     assert files[0].name == Path(s["results_path"]).name
     res = json.loads(files[0].read_text())
     check_results(res)
-    assert res["epochs_completed"] == 1 and len(res["training_history"]) == 1
+    assert res["epochs_completed"] == 1 and len(history_rows(res)) == 1
     for k in ("config", "method", "versions", "device", "energy_source", "totals"): assert k in res, k
     assert res["method"] == "ast"
     assert res["energy_source"] == "proxy_tdp"          # CPU: no NVML, energy is time x TDP and says so
@@ -279,7 +280,7 @@ def test_run_results_file_has_seed_fields_and_additive_keys(jobs, tmp_path):
     assert t["samples_seen"] == 192 and t["samples_scored"] == 192      # 200 train samples -> 6 full batches of 32
     assert 2 <= t["samples_trained"] < t["samples_seen"]
     assert t["flops"] > 0 and t["energy_j"] > 0
-    assert sum(h["samples_trained"] for h in res["training_history"]) == t["samples_trained"]
+    assert sum(h["samples_trained"] for h in history_rows(res)) == t["samples_trained"]
 
 
 @uses("plain")
@@ -304,8 +305,8 @@ def test_jsonl_gets_one_line_per_epoch(jobs):
         missing = [k for k in HISTORY_FIELDS if k not in row]
         assert not missing, missing
     res = json.loads(results_files(cwd/"S")[0].read_text())
-    assert [h["epoch"] for h in res["training_history"]] == [1, 2]
-    assert [h["val_acc"] for h in res["training_history"]] == [row["val_acc"] for row in rows]
+    assert [h["epoch"] for h in history_rows(res)] == [1, 2]
+    assert [h["val_acc"] for h in history_rows(res)] == [row["val_acc"] for row in rows]
 
 
 @uses("secret")
@@ -403,7 +404,7 @@ def test_ast_trains_backward_only_on_the_selected_samples(trained):
     assert t["samples_scored"] == t["samples_seen"]          # every sample gets the no-grad score pass
     assert count["calls"] == 36                              # one backward per batch
     assert count["samples"] == t["samples_trained"]          # ... over exactly the samples counted as trained
-    assert sum(h["samples_trained"] for h in res["training_history"]) == t["samples_trained"]
+    assert sum(h["samples_trained"] for h in history_rows(res)) == t["samples_trained"]
     assert t["samples_trained"] >= 36 * 2                    # the min_active floor
 
 
@@ -434,7 +435,7 @@ def test_random_trains_exactly_round_target_per_batch_and_scores_none(trained):
     assert t["samples_trained"] == batches * 16              # round(0.25 * 64) every batch (drop_last: all full)
     assert t["samples_scored"] == 0                          # no score pass for random
     assert count["samples"] == t["samples_trained"] and count["calls"] == batches
-    assert all(h["activation_rate"] == 0.25 for h in res["training_history"])
+    assert all(h["activation_rate"] == 0.25 for h in history_rows(res))
     assert t["flops"] == pytest.approx(t["samples_trained"] * res["flops_per_sample"]["fwd_bwd"])
 
 
@@ -444,7 +445,7 @@ def test_full_trains_everything_and_scores_none(trained):
     assert t["samples_seen"] == 3 * 12 * 64
     assert t["samples_trained"] == t["samples_seen"] and t["samples_scored"] == 0
     assert count["samples"] == t["samples_seen"] and count["calls"] == 36
-    assert t["energy_savings"] == 0 and all(h["activation_rate"] == 1 for h in res["training_history"])
+    assert t["energy_savings"] == 0 and all(h["activation_rate"] == 1 for h in history_rows(res))
     assert t["flops"] == pytest.approx(t["samples_seen"] * res["flops_per_sample"]["fwd_bwd"])
 
 

@@ -16,6 +16,7 @@ WORKER = textwrap.dedent('''
     from astlab.train import train
     from astlab.checkpoint import _module
     from astlab.distributed import rank
+    from astlab.meters import history_rows
     class Thresholds(Callback):
         order = 100
         def before_fit(self): self.t, self.k = [], []
@@ -25,7 +26,7 @@ WORKER = textwrap.dedent('''
     out, overrides = sys.argv[1], sys.argv[2:]
     res = train(load_config(overrides=overrides), log=lambda *a: None, extra_cbs=(rec,))
     torch.save(dict(thresholds=rec.t, trained=rec.k, model=_module(rec.learn.model).state_dict(),
-                    world=res['world_size'], history=res['training_history']), f"{out}/rank{rank()}.pt")
+                    world=res['world_size'], history=history_rows(res)), f"{out}/rank{rank()}.pt")
 ''')
 
 

@@ -98,7 +98,7 @@ def test_starter_kernels_match_their_commands(tmp_path):
             committed = (ROOT/"kaggle"/name/f).read_text()
             assert (tmp_path/name/f).read_text() == committed, (
                 f"kaggle/{name}/{f} is stale: regenerate it with the commands in kaggle/README.md "
-                f"(astlab-kaggle {' '.join(args + WHEEL)} --out kaggle/{name})")
+                f"(astlab-kaggle {' '.join(args + WHEEL)} --out kaggle/{name} --overwrite)")
         assert client_checks(ROOT/"kaggle"/name) == []
     meta = json.loads((ROOT/"kaggle/imagenette-resnet18-ast/kernel-metadata.json").read_text())
     assert meta["enable_gpu"] is True and meta["enable_internet"] is True and meta["code_file"] == "run.ipynb"
@@ -238,3 +238,59 @@ def test_missing_config_and_default_slug(tmp_path):
                    KAGGLE_USERNAME="tester")
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path/"k"/"kernel-metadata.json").read_text())["id"] == "tester/astlab-digits-ast"
+
+
+# ------------------------------------------------------------------ issue 11: committed kernels, unusable origins
+
+def git(*args, cwd):
+    r = subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def test_committed_kernel_folder_is_not_overwritten(tmp_path):
+    "The README's example once overwrote the committed starter kernels: a folder git tracks is refused without --overwrite."
+    repo = tmp_path/"repo"; shutil.copytree(ROOT/"kaggle"/"digits-ast", repo/"kaggle"/"digits-ast")
+    git("init", "-q", cwd=repo); git("add", "-A", cwd=repo); git("commit", "-qm", "starters", cwd=repo)
+    k = repo/"kaggle"/"digits-ast"
+    before = {p.name: p.read_text() for p in k.iterdir()}
+    args = ["--config", ROOT/"configs/digits_ast.yaml", "--out", k, "--slug", "tester/astlab-digits-mine", "--install", "astlab==0.1.0"]
+    r = kaggle_cli(*args, home=tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "committed in git" in r.stderr and "--overwrite" in r.stderr and "runs/kaggle/" in r.stderr
+    assert {p.name: p.read_text() for p in k.iterdir()} == before, "nothing was touched"
+    r = kaggle_cli(*args, "--overwrite", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((k/"kernel-metadata.json").read_text())["id"] == "tester/astlab-digits-mine"
+    # an untracked folder (a scratch kernel written earlier) is simply rewritten
+    r = kaggle_cli(*args[:3], repo/"scratch", *args[4:], home=tmp_path)
+    assert r.returncode == 0 and kaggle_cli(*args[:3], repo/"scratch", *args[4:], home=tmp_path).returncode == 0
+
+
+def test_readme_kaggle_example_writes_to_a_scratch_folder():
+    "Every astlab-kaggle line in README.md writes to a git-ignored folder, never over the committed kaggle/ starters."
+    lines = [l for l in (ROOT/"README.md").read_text().splitlines() if l.startswith("astlab-kaggle ")]
+    assert lines
+    for l in lines:
+        out = l.split("--out ", 1)[1].split()[0]
+        assert not out.startswith("kaggle/"), l
+        r = subprocess.run(["git", "check-ignore", "-q", "--no-index", out + "/run.ipynb"], cwd=ROOT)
+        assert r.returncode == 0, f"{out} is not git-ignored: {l}"
+
+
+def test_local_path_origin_exits_2_with_the_alternatives(tmp_path):
+    "A clone of a local folder has origin '/path': `git+/path@sha` is no pip spec, so say what to use instead."
+    from astlab.kaggle import default_install, KaggleError
+    up = tmp_path/"upstream"; up.mkdir(); (up/"f").write_text("x")
+    git("init", "-q", cwd=up); git("add", "-A", cwd=up); git("commit", "-qm", "c", cwd=up)
+    git("clone", "-q", str(up), str(tmp_path/"clone"), cwd=tmp_path)
+    with pytest.raises(KaggleError) as e: default_install(tmp_path/"clone")
+    msg = str(e.value)
+    assert str(up) in msg and "/kaggle/input/astlab-wheel" in msg and "astlab==" in msg and "git+https://" in msg
+    git("remote", "set-url", "origin", "git@github.com:someone/astlab.git", cwd=tmp_path/"clone")
+    assert default_install(tmp_path/"clone").startswith("git+https://github.com/someone/astlab.git@")
+    # the same spec given by hand: exit 2, one message, no traceback
+    r = kaggle_cli("--config", "configs/digits_ast.yaml", "--out", tmp_path/"k", "--slug", "tester/astlab-digits-ast",
+                   "--install", f"git+{up}@{git('rev-parse', 'HEAD', cwd=up)}", home=tmp_path)
+    assert r.returncode == 2 and "cannot install from a local path" in r.stderr and "Traceback" not in r.stderr
+    assert "--dataset-sources" in r.stderr and not (tmp_path/"k").exists()

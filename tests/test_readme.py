@@ -16,3 +16,25 @@ def test_readme_names_the_two_commands():
 
 def test_ci_runs_make_test():
     assert 'make test' in (ROOT/'.ci'/'run').read_text()
+
+def test_readme_states_install_size_and_time():
+    "A newcomer learns before `make demo` that the install is ≈6 GB (CUDA torch wheels) and how long it takes."
+    text = (ROOT/'README.md').read_text()
+    quick = text[text.index('## Quick start'):text.index('## Train')]
+    assert '6 GB' in quick and 'CUDA' in quick and 'minutes' in quick
+
+
+def test_layout_table_lists_every_notebook():
+    "The README's layout table names every notebook in nbs/ (the tour first), so a newcomer finds each one."
+    text = (ROOT/'README.md').read_text()
+    layout = text[text.index('## Layout'):]
+    rows = [l.split('|')[1].strip().strip('`') for l in layout.splitlines() if l.startswith('| `')]
+    nbs = sorted(p.stem for p in (ROOT/'nbs').glob('*.ipynb') if p.stem != 'index' and not p.stem.startswith('_'))
+    missing = [n for n in nbs if n not in rows and f'{n}.ipynb' not in rows]
+    assert not missing, f"add these notebooks to the Layout table in nbs/index.ipynb: {missing}"
+    assert rows[0] == '00a_tour'
+
+
+def test_readme_spells_out_the_imagefolder_layout():
+    text = (ROOT/'README.md').read_text()
+    assert 'one sub-folder per class' in text and 'train/cat/' in text and 'val/cat/' in text

@@ -11,6 +11,7 @@ from astlab.config import load_config
 from astlab.checkpoint import load_checkpoint, CheckpointError
 from astlab.learner import Callback, CancelFitException
 from astlab.train import train
+from astlab.meters import history_rows
 
 BIN = Path(sys.executable).parent
 WALL = {'time_min', 'step_time_ms', 'est_energy_kj', 'epoch_energy_kj'}   # wall-clock fields, allowed to differ
@@ -30,7 +31,7 @@ def cfg_for(d, *extra):
 
 
 def history(res):
-    return [{k: v for k, v in h.items() if k not in WALL} for h in res['training_history']]
+    return [{k: v for k, v in h.items() if k not in WALL} for h in history_rows(res)]
 
 
 def final_weights(d):
@@ -134,7 +135,7 @@ def test_real_signal_checkpoints_then_resume_completes_exactly(tmp_path, sig):
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary['complete'] is False and summary['stop_reason'] == f'signal:{sig.name}'
     res = json.loads(Path(summary['results_path']).read_text())
-    assert res['epochs_completed'] == sum(h['complete'] for h in res['training_history']) >= 1
+    assert res['epochs_completed'] == sum(h['complete'] for h in history_rows(res)) >= 1
     [ck] = Path(d).glob('checkpoints/*/last.pt')
     assert 'hf_reliability_secret_42' not in repr(load_checkpoint(ck)['meta'])
     r = _cli('--output-dir', str(d), '--resume', 'auto', *SLOW, env=env)
@@ -203,4 +204,4 @@ def test_nan_scores_never_reach_the_controller(tmp_path):
     "AST scores a batch containing NaN: the controller's state stays finite and the run completes."
     res = train(cfg_for(tmp_path), log=lambda s: None, extra_cbs=(NaNLogits({(0, 1), (0, 2), (1, 3)}),))
     assert res['complete']
-    assert all(h['threshold'] is not None and h['threshold'] == h['threshold'] for h in res['training_history'])
+    assert all(h['threshold'] is not None and h['threshold'] == h['threshold'] for h in history_rows(res))

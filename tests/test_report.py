@@ -44,7 +44,7 @@ def report(d, **env_extra):
     e = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "MPLBACKEND")}
     e.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", **env_extra)
     return subprocess.run([str(BIN/"astlab-analyze"), "--results-dir", str(d), "--report"], env=e, text=True,
-                          capture_output=True, timeout=120)
+                          capture_output=True, timeout=300)
 
 
 def test_report_is_one_self_contained_page(results_dir):
@@ -65,7 +65,8 @@ def test_report_is_one_self_contained_page(results_dir):
     for h in HEADERS: assert f"<th>{h}" in page, h
     # self-contained: every src/href is a PNG data URI; no remote or file references, no scripts, no stylesheets
     refs = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page)
-    assert len(refs) == 1 + 3 and all(u.startswith("data:image/png;base64,") for u in refs)   # Pareto + 3 traces
+    assert len(refs) == 1 + 2 and all(u.startswith("data:image/png;base64,") for u in refs)   # Pareto + 2 AST traces
+    assert "full: trains on every sample, no controller to trace" in page   # no empty panel for full data
     assert 'src="http' not in page and "file:" not in page and "<link" not in page
     assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert 'onerror="x' not in page and "nvml&quot; onerror=&quot;x" in page

@@ -18,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ("astlab-run", "astlab-sweep", "astlab-analyze", "astlab-sim", "astlab-kaggle", "astlab-imagenette")
+SCRIPTS = ("astlab-run", "astlab-sweep", "astlab-analyze", "astlab-sim", "astlab-kaggle", "astlab-imagenette",
+           "astlab-compare")
 
 
 def run(*args, cwd, **kw):
@@ -33,6 +34,8 @@ def test_wheel_installs_imports_and_runs_its_scripts(tmp_path):
     shutil.copytree(ROOT/"astlab", src/"astlab", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     r = run(sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", tmp_path/"dist", src, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    log = r.stdout + r.stderr        # `make demo` printed setuptools' deprecation of `license = {text = ...}`
+    assert "deprecated" not in log.lower(), [l for l in log.splitlines() if "deprecat" in l.lower()]
     (whl,) = (tmp_path/"dist").glob("astlab-*.whl")
 
     with zipfile.ZipFile(whl) as z:
@@ -43,6 +46,7 @@ def test_wheel_installs_imports_and_runs_its_scripts(tmp_path):
     assert modules <= {Path(n).name for n in names if n.startswith("astlab/")}, "every module is in the wheel"
     for s in SCRIPTS: assert f"{s} = astlab." in ep, f"console script {s} missing from the wheel"
     assert "Requires-Dist: torch" in meta and "Provides-Extra: kaggle" in meta
+    assert "License-Expression: Apache-2.0" in meta, "license as an SPDX string (PEP 639)"
 
     venv = tmp_path/"venv"
     r = run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp_path)

@@ -1,0 +1,198 @@
+"""The public API: `from astlab import SparseStep, PrunedDataset`; a 20-line user loop reproduces `astlab-run` exactly;
+only the selected samples reach backward; DDP keeps one global controller (SparseStep) and one global draw (PrunedDataset)."""
+import os, socket, subprocess, sys, textwrap, warnings
+
+import pytest, torch, torch.nn.functional as F
+
+from astlab.config import load_config
+from astlab.learner import Callback
+import astlab.train as T
+
+ARGS = ["dataset.num_samples=256", "dataset.image_size=16", "training.epochs=2", "training.batch_size=32", "model.name=resnet_tiny",
+        "training.device=cpu", "training.progress=false", "ast.target_activation=0.25"]
+
+
+def test_public_names():
+    import astlab
+    from astlab import SparseStep, PrunedDataset
+    from astlab.api import SparseStep as S, PrunedDataset as P
+    assert SparseStep is S and PrunedDataset is P and set(astlab.__all__) >= {"SparseStep", "PrunedDataset"}
+    with pytest.raises(AttributeError): astlab.NoSuchThing
+
+
+class Record(Callback):
+    "What the trainer's selection did per batch: threshold after the update, controller rate, selected ids, weights."
+    order = 100
+    def before_fit(self): self.rows = []
+    def after_pred(self):
+        if not self.learn.training: return
+        sel = self.learn.cb(T.SelectionCB).selector
+        w = self.learn.weights
+        self.rows.append((sel.threshold, sel.last_rate, self.learn.idx[self.learn.selected].tolist(),
+                          torch.ones(len(self.learn.yb)) if w is None else w.detach().clone()))
+
+
+def user_loop(cfg):
+    "A user's own loop, written with nothing but the public helpers: same seed, data order and optimiser as astlab-run."
+    from astlab import SparseStep
+    from astlab.data import get_dataloaders
+    from astlab.models import create_model
+    from astlab.meters import flops_per_sample
+    from astlab.learner import LRSchedCB
+    t, a, rows = cfg.training, cfg.ast, []
+    T.seed_everything(t.seed)
+    train_dl, _, bundle = get_dataloaders(cfg, device=torch.device("cpu"))
+    model = create_model(cfg.model.name, bundle.num_classes, pretrained=False, image_size=bundle.image_size)
+    flops = flops_per_sample(model, bundle.image_size)
+    opt, lr_at = T.make_optimizer(model, cfg), LRSchedCB(t.lr, t.min_lr, t.epochs, t.warmup_epochs).lr_at
+    step = SparseStep(model, target=a.target_activation, kp=a.kp, ki=a.ki, entropy_weight=a.entropy_weight,
+                      min_active=a.min_active, flops=flops, generator=torch.Generator().manual_seed(t.seed + 1))
+    for epoch in range(t.epochs):
+        model.train(); step.set_epoch(epoch)
+        for i, (x, y, idx) in enumerate(train_dl):
+            for g in opt.param_groups: g["lr"] = lr_at(epoch + (i + 1) / len(train_dl))
+            x, y, w = step.select(x, y)
+            loss = (F.cross_entropy(model(x), y, reduction="none") * w).mean()
+            loss.backward(); opt.step(); opt.zero_grad()
+            rows.append((step.threshold, step.selector.last_rate, idx[step.last_mask].tolist(), w))
+    return model, rows, step
+
+
+def test_user_loop_is_bit_identical_to_astlab_run(tmp_path):
+    cfg = load_config(overrides=ARGS + [f"logging.output_dir={tmp_path}"], env_file=None)
+    rec, threads = Record(), torch.get_num_threads()
+    torch.set_num_threads(1)          # the machine is shared; one thread also keeps float reductions in one order
+    try:
+        res = T.train(cfg, log=lambda *a: None, extra_cbs=(rec,))
+        model, rows, step = user_loop(load_config(overrides=ARGS + [f"logging.output_dir={tmp_path}"], env_file=None))
+    finally: torch.set_num_threads(threads)
+    assert len(rows) == len(rec.rows) == 16
+    for (t1, r1, i1, w1), (t2, r2, i2, w2) in zip(rec.rows, rows):
+        assert t1 == t2 and r1 == r2 and i1 == i2        # thresholds, controller rates, the selected samples: exact
+        assert torch.equal(w1, w2)
+    prod = rec.learn.model.state_dict()
+    for k, v in model.state_dict().items(): assert torch.equal(v, prod[k]), k      # and so the same weights
+    s, tot = step.stats(), res["totals"]
+    assert (s["seen"], s["scored"], s["trained"]) == (tot["samples_seen"], tot["samples_scored"], tot["samples_trained"])
+    assert s["flops"] == pytest.approx(tot["flops"])
+
+
+def test_backward_only_on_the_selected_samples():
+    "A backward hook on the first layer counts the rows of gradient that really flow in the user's loop."
+    from astlab import SparseStep
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    seen = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        model[0].register_full_backward_hook(lambda m, gi, go: seen.append(go[0].shape[0]))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        step = SparseStep(model, target=0.25)
+        X, Y = torch.randn(1280, 10), torch.randint(0, 4, (1280,))
+        kept = []
+        for x, y in zip(X.split(64), Y.split(64)):
+            x, y, w = step.select(x, y)                   # the score pass runs under no_grad: no hook call
+            (F.cross_entropy(model(x), y, reduction="none") * w).mean().backward(); opt.step(); opt.zero_grad()
+            kept.append(len(y))
+    assert seen == kept and len(seen) == 20                # one backward per batch, over exactly the subset
+    assert sum(seen) == step.stats()["trained"] < 0.5 * 1280
+
+
+def test_weights_come_from_the_selectors_last_weights():
+    "A selector that reweights (CONTRACTS: `last_weights`) hands the selected samples' weights to the loop."
+    from astlab import SparseStep
+    from astlab.selection import TopKSelector
+    class Weighted(TopKSelector):
+        def select(self, scores, state):
+            m = super().select(scores, state); self.last_weights = 1 + torch.arange(state.n, dtype=torch.float); return m
+    model = torch.nn.Linear(5, 3)
+    step = SparseStep(model, method=Weighted(0.5))
+    x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    xs, ys, w = step.select(x, y)
+    assert torch.equal(w, 1 + step.last_mask.nonzero().squeeze(1).float())
+    assert torch.equal(SparseStep(model, method="topk", target=0.5).select(x, y)[2], torch.ones(4))
+
+
+def test_methods_by_name_and_unknown_method():
+    from astlab import SparseStep
+    from astlab.selection import SELECTORS
+    model = torch.nn.Linear(5, 3)
+    for m in SELECTORS: assert SparseStep(model, method=m).selector.name == m
+    with pytest.raises(ValueError, match="unknown selection method"): SparseStep(model, method="nope")
+
+
+# ------------------------------------------------------------------------------------------ DDP: 2 processes on CPU
+WORKER = textwrap.dedent('''
+    import sys, torch, torch.distributed as dist, torch.nn.functional as F
+    from astlab import SparseStep, PrunedDataset
+    dist.init_process_group("gloo"); r = dist.get_rank()
+    torch.manual_seed(0)
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.ReLU(),
+                                                                          torch.nn.Linear(16, 4)))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(r)
+    step = SparseStep(model, target=0.25)
+    th, kept = [], []
+    for i in range(30):
+        x, y = torch.randn(32, 10, generator=g) * (1 + 3 * r), torch.randint(0, 4, (32,), generator=g)
+        x, y, w = step.select(x, y)
+        (F.cross_entropy(model(x), y, reduction="none") * w).mean().backward(); opt.step(); opt.zero_grad()
+        th.append(step.threshold); kept.append(len(y))
+    s = step.stats()
+    class Known(torch.utils.data.Dataset):
+        def __init__(self): self.v = torch.rand(101, generator=torch.Generator().manual_seed(5))
+        def __len__(self): return 101
+        def __getitem__(self, i): return self.v[i:i+1], i
+    ds = PrunedDataset(Known(), target=0.5, epochs=3, delta=1.0)
+    dl = torch.utils.data.DataLoader(ds, sampler=ds.sampler, batch_size=8)
+    got = []
+    for e in range(3):
+        ds.set_epoch(e); ids = []
+        for x, i in dl: ds.update(x[:, 0]); ids += i.tolist()
+        got.append(ids)
+    ds._sync_scores()
+    torch.save(dict(th=th, kept=kept, stats=s, ids=got, scores=ds.scores), sys.argv[1] + f"/r{r}.pt")
+''')
+
+
+def _free_port():
+    with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+def test_two_ranks_one_controller_one_draw(tmp_path):
+    (tmp_path/"w.py").write_text(WORKER)
+    port, procs = _free_port(), []
+    for r in range(2):
+        env = {**os.environ, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, str(tmp_path/"w.py"), str(tmp_path)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        _, err = p.communicate(timeout=120); assert p.returncode == 0, err
+    a, b = (torch.load(tmp_path/f"r{r}.pt", weights_only=False) for r in range(2))
+    assert a["th"] == b["th"]                                   # one controller: the same threshold on both ranks
+    assert a["kept"] != b["kept"]                               # ... selecting from different batches
+    assert a["stats"] == b["stats"] and a["stats"]["seen"] == 2 * 30 * 32     # stats() sums over the ranks
+    for e in range(3):
+        ea, eb = set(a["ids"][e]), set(b["ids"][e])
+        assert len(a["ids"][e]) == len(b["ids"][e])             # equal shares (padded like DistributedSampler)
+        assert len(ea | eb) == (101 if e == 0 else len(ea | eb)) and len(ea & eb) <= 1   # disjoint but the padding
+    assert len(a["ids"][1]) * 2 < 101                          # epoch 1 is pruned on both ranks alike
+    assert torch.equal(a["scores"], b["scores"]) and torch.isfinite(a["scores"]).all()
+
+
+def test_running_stats_come_from_the_score_pass_only():
+    "As in the trainer: the whole-batch score pass updates BatchNorm's running stats; the subset's train forward does not."
+    from astlab import SparseStep
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 3))
+    step = SparseStep(model, method="topk", target=0.25)
+    x, y = torch.randn(32, 6) * 3 + 1, torch.randint(0, 3, (32,))
+    before = model[1].running_mean.clone()
+    xs, ys, w = step.select(x, y)
+    after_score = model[1].running_mean.clone()
+    assert not torch.equal(before, after_score) and int(model[1].num_batches_tracked) == 1
+    model(xs)                                              # the train forward on the subset
+    assert torch.equal(model[1].running_mean, after_score) and int(model[1].num_batches_tracked) == 1
+    model(x)                                               # tracking is back on for any later forward
+    assert int(model[1].num_batches_tracked) == 2

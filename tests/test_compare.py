@@ -1,0 +1,79 @@
+"""`astlab-compare` end to end, as its console script runs it: bad input exits 2 before any work, a tiny comparison
+writes compare.json / compare.md / compare.png with the promised schema, and a second call skips every finished run.
+
+Tiny: 192 digits at 8 px, resnet_tiny, 1 epoch, 1 seed. The calibration math, the statistics and the verdict logic are
+tested in nbs/14_compare.ipynb on synthetic numbers."""
+import json, os, subprocess, sys
+from pathlib import Path
+import pytest
+
+LAUNCHER = "import sys\nfrom astlab.compare import compare_cli\nsys.exit(compare_cli())\n"   # what pip's console script does
+TINY = ["model.name=resnet_tiny", "dataset.image_size=8", "dataset.num_samples=192", "training.batch_size=32",
+        "training.epochs=1", "training.device=cpu", "training.warmup_epochs=0"]
+ROW_KEYS = {"method", "role", "budget", "seed", "best_accuracy", "final_accuracy", "flops_ratio", "wall_ratio",
+            "activation_rate", "flops_deviation", "within_tolerance", "run_name", "results_path", "command"}
+
+
+def start(tmp_path, *args):
+    "Start astlab-compare exactly as the installed console script would (a script file calling compare_cli())."
+    launcher = tmp_path/"astlab-compare"
+    launcher.write_text(LAUNCHER)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+    return subprocess.Popen([sys.executable, str(launcher), *map(str, args)], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(p, timeout=600):
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, out, err
+
+
+def test_bad_budget_or_method_exits_2_before_any_work(tmp_path):
+    cases = {"budget": ["--budgets", "0.5", "1.5", "--methods", "ast"],
+             "method": ["--budgets", "0.5", "--methods", "ast", "asst"],
+             "reach": ["--budgets", "0.2", "--methods", "ast"]}
+    procs = {k: start(tmp_path, *a, "--out", tmp_path/k) for k, a in cases.items()}
+    for k, p in procs.items():
+        rc, out, err = finish(p)
+        assert rc == 2, (k, rc, err[-2000:])
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), err
+        assert not (tmp_path/k).exists(), f"{k}: work started before the input was checked"
+    assert "bad budget '1.5'" in finish(start(tmp_path, *cases["budget"]))[2]
+
+
+def test_tiny_comparison_schema_and_resume(tmp_path):
+    out = tmp_path/"cmp"
+    args = ["--budgets", "0.5", "--methods", "topk", "--seeds", "1", "--out", out, "--baselines", "random", "full_budget",
+            "--set", *TINY]
+    rc, stdout, err = finish(start(tmp_path, *args))
+    assert rc == 0, err[-3000:]
+    assert "[1/4] full budget 1 seed 0: running" in stdout and "[4/4] full_budget budget 0.5 seed 0" in stdout
+    rep = json.loads((out/"compare.json").read_text())
+    rows = rep["rows"]
+    assert {(r["method"], r["role"]) for r in rows} == {("full", "full"), ("topk", "adaptive"), ("random", "baseline"),
+                                                        ("full_budget", "baseline")}
+    for r in rows:
+        assert ROW_KEYS <= set(r), ROW_KEYS - set(r)
+        assert Path(r["results_path"]).exists() and r["command"].startswith("astlab-run --set ")
+    by = {r["method"]: r for r in rows}
+    assert by["full"]["flops_ratio"] == pytest.approx(1.0) and by["full"]["budget"] == 1.0
+    for m in ("random", "full_budget", "topk"):               # the calibration lands every method on its budget
+        assert abs(by[m]["flops_ratio"] / 0.5 - 1) <= 0.05, (m, by[m]["flops_ratio"])
+    assert by["topk"]["rate"] < 0.5                            # topk pays a score pass: it trains on less
+    assert [v["method"] for v in rep["verdicts"]] == ["topk"] and rep["verdicts"][0]["verdict"] == "n/a"   # 1 seed
+    assert set(rep["goal"]) >= {"met", "per_budget"}
+    md = (out/"compare.md").read_text()
+    assert "| method | role | budget |" in md and "## Verdicts" in md and "## Goal" in md
+    assert (out/"compare.png").stat().st_size > 1000
+    # the same command again: every run is found finished, nothing is trained, the report is rewritten the same
+    rc, stdout, err = finish(start(tmp_path, *args))
+    assert rc == 0, err[-3000:]
+    assert stdout.count("done before, skipped") == 4 and "running" not in stdout
+    rep2 = json.loads((out/"compare.json").read_text())
+    assert rep2["runs_trained"] == 0
+    assert [r["final_accuracy"] for r in rep2["rows"]] == [r["final_accuracy"] for r in rows]
+    # the report of the folder gets the comparison's section
+    from astlab.analysis import write_report
+    page = write_report(out).read_text()
+    assert "Equal-compute comparison" in page
