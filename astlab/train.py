@@ -271,6 +271,9 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     amp_dtype, amp_note = resolve_amp(t.mixed_precision, device)
     if device.type != 'cuda' and t.mixed_precision: log(f"note: {amp_note}")
     train_dl, val_dl, bundle = get_dataloaders(cfg, device=device)
+    if device.type == 'cuda' and t.num_workers == 0 and cfg.dataset.type in ('folder', 'hf'):
+        log("note: training.num_workers=0 decodes every image in the training process while the GPU waits (the results' "
+            "phase_s['data'] shows how long): set training.num_workers to 4-8")
     if cfg.dataset.num_classes is not None and cfg.dataset.num_classes != bundle.num_classes:
         raise ConfigError(f"dataset.num_classes={cfg.dataset.num_classes} but the data has {bundle.num_classes} classes: "
                           "fix dataset.num_classes or set it to null to infer it")
