@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))   # run from a checkout without installing
 from astlab.config import load_config
 from astlab.train import train, versions, device_info
+from astlab.meters import history_rows
 from common import git_state, cpu_model, measure, Quiet
 
 HP = dict(model='resnet18', image_px=64, batch_size=128, images=1024, epochs=2, rate=0.25, workers=(0, 2), threads=2)
@@ -69,7 +70,7 @@ for w in HP['workers']:
         quiet.wait()
         res, wall, others = measure(lambda: train(cfg, progress=False, log=lambda *a: None))
         ph = res['phase_s']
-        steps = sum(r['steps'] for r in res['training_history'])
+        steps = sum(r['steps'] for r in history_rows(res))
         per_step = {k: 1e3 * ph.get(k, 0.0) / max(steps, 1) for k in ('data', 'score', 'train', 'optimizer')}
         rows.append(dict(variant=label, workers=w, wall_s=wall, others_share=round(others, 3), steps=steps,
                          phase_s=ph, per_step_ms=per_step, step_time_ms=res['totals']['step_time_ms'],

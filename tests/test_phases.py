@@ -4,6 +4,7 @@ import pytest, torch
 
 from astlab.config import load_config
 from astlab.learner import Callback, CancelFitException
+from astlab.meters import history_rows
 from astlab.train import train
 
 ARGS = ['dataset.type=synthetic', 'dataset.num_samples=240', 'dataset.image_size=16', 'dataset.num_classes=4',
@@ -25,7 +26,7 @@ def run(out, *extra, **kw):
 
 def test_phases_eval_flops_and_resumed_step_count(tmp_path):
     ref = run(tmp_path/'ref')
-    h = ref['training_history']
+    h = history_rows(ref)
     for row, ph in zip(h, ref['phase_history'], strict=True):
         assert {'data', 'score', 'train', 'optimizer', 'eval', 'checkpoint'} <= set(ph) and ph['epoch'] == row['epoch'], ph
         assert all(v >= 0 for v in ph.values())
@@ -36,5 +37,5 @@ def test_phases_eval_flops_and_resumed_step_count(tmp_path):
     # stop in the middle of epoch 2, resume: the epoch counts its 7 batches (3 + 4), not 3 + 7 (the replay counted as steps)
     run(tmp_path/'run', extra_cbs=(StopAt(1, 2),))
     res = run(tmp_path/'run', resume='auto')
-    assert [r['steps'] for r in res['training_history']] == [r['steps'] for r in h]
+    assert [r['steps'] for r in history_rows(res)] == [r['steps'] for r in h]
     assert 'resume' in res['phase_history'][-1] and len(res['phase_history']) == 2
