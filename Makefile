@@ -16,11 +16,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job on the embedded default data, on CPU
+## The main job on the embedded default data, on CPU; ends with the equal-compute verdict (astlab-compare)
 demo: install
 	$(VENV)/bin/astlab-sweep configs/digits_ast.yaml configs/digits_full.yaml configs/digits_random.yaml \
 	    --output-log results/digits/sweep_log.jsonl --no-progress
 	$(VENV)/bin/astlab-analyze --results-dir results/digits --plot
+	$(VENV)/bin/astlab-compare --config configs/digits_compare.yaml --budgets 0.5 --methods ast is --seeds 2 \
+	    --set training.epochs=5 --out results/demo_compare
 
 ## Everything CI checks
 test: install sync-check nbtest pytest

@@ -79,7 +79,7 @@ class ASTConfig:
     score_scale:float=_f(1.0, gt=0, le=1) # fresh: score at this fraction of the resolution (cheaper score pass)
     entropy_weight:float=_f(1.0, ge=0) # significance = loss + entropy_weight * entropy
     min_active:int=_f(2, ge=1) # train on at least this many samples per batch (>= 2 for BatchNorm)
-    sb_beta:float=_f(1.0, ge=0) # sb (selective backprop): selection probability = percentile ** sb_beta
+    sb_beta:Optional[float]=_f(None, ge=0) # sb (selective backprop): selection probability = percentile ** sb_beta; None: 1/target - 1 (rate = target)
     sb_history:int=_f(1024, ge=1) # sb: number of recent scores the percentile is taken over
 
 @dataclass
@@ -106,8 +106,9 @@ class TrainingConfig:
     early_stop_patience:Optional[int]=_f(None, ge=1) # epochs without improvement before stopping
     seed:int=_f(0, ge=0) # seeds python, numpy and torch
     device:str='auto' # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps', ...
-    channels_last:bool=True # channels_last memory format on CUDA (ignored on CPU)
-    compile:bool=False # torch.compile the model on CUDA (ignored on CPU)
+    channels_last:Optional[bool]=None # channels_last memory format: None = on CUDA only, true = on any device, false = never
+    compile:bool=False # torch.compile the model (any device)
+    compile_backend:str='inductor' # torch.compile backend ('aot_eager' exercises compile on CPU in tests)
     progress:bool=True # show a progress bar with activation rate, threshold and loss
 
 @dataclass
@@ -117,6 +118,8 @@ class LoggingConfig:
     jsonl_path:Optional[str]=None # per-epoch JSON lines log (None: don't write one)
     tensorboard:bool=False # write TensorBoard scalars under <output_dir>/tensorboard/<run> (pip install 'astlab[tensorboard]')
     tensorboard_every:int=_f(50, ge=1) # batches between TensorBoard step scalars (loss, rate, FLOPs, energy)
+    wandb:bool=False # log the same scalars to Weights & Biases, offline unless WANDB_MODE is set (pip install 'astlab[wandb]')
+    wandb_project:str='astlab' # W&B project name
     run_name:Optional[str]=None # label for this run (None: derived from the config)
 
 @dataclass

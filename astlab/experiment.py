@@ -87,12 +87,13 @@ def run_cli(config:str=None,                # YAML/JSON config file (default: bu
 
 # %% ../nbs/09_experiment.ipynb #10
 def completed_results(cfg:Config) -> list:
-    "Complete results files of `cfg`'s run in its output directory."
+    "Complete results files of `cfg`'s run in its output directory (run for at least `cfg`'s epochs: more extends it)."
     out = []
     for p in sorted(Path(cfg.logging.output_dir).glob(f"final_results_{run_name(cfg)}_*.json")):
         try: r = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError): continue
-        if r.get('complete') and r.get('run_name') == run_name(cfg): out.append(p)
+        if r.get('complete') and r.get('run_name') == run_name(cfg) and \
+           (r.get('config') or {}).get('training', {}).get('epochs', 0) >= cfg.training.epochs: out.append(p)
     return out
 
 def sweep(configs:list, overrides=(), output_log:str|None=None, force:bool=False, progress=None, log=print,

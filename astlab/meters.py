@@ -35,10 +35,9 @@ def count_flops(model:nn.Module, # the network; left exactly as it was
     p = next(m.parameters(), None)
     x = torch.randn(batch_size, channels, image_size, image_size, device=device,
                     dtype=p.dtype if p is not None and p.is_floating_point() else torch.float32)
-    m.eval()
+    m.train()   # the score pass: train mode under no_grad (eval mode can take fused paths the counter does not see)
     with torch.no_grad(), FlopCounterMode(display=False) as fc: m(x)
     fwd = fc.get_total_flops()
-    m.train()
     with FlopCounterMode(display=False) as fc:
         out = _logits(m(x))
         if out.requires_grad: out.float().sum().backward()
@@ -46,7 +45,7 @@ def count_flops(model:nn.Module, # the network; left exactly as it was
     del m
     return dict(fwd=fwd / batch_size, fwd_bwd=fwd_bwd / batch_size)
 
-# %% ../nbs/06_meters.ipynb #12
+# %% ../nbs/06_meters.ipynb #14
 def flops_per_sample(model:nn.Module, # the network (not touched)
                      image_size:int, # side of the square input, pixels
                      device='cpu', # where to measure
@@ -59,7 +58,7 @@ def flops_per_sample(model:nn.Module, # the network (not touched)
         return dict(fwd=b, fwd_bwd=3 * b, source='config')
     return count_flops(model, image_size, device=device, channels=channels) | dict(source='measured')
 
-# %% ../nbs/06_meters.ipynb #15
+# %% ../nbs/06_meters.ipynb #17
 def _cuda_sync(device:torch.device):
     "Wait for the work queued on a CUDA `device`; does nothing elsewhere."
     if device.type == 'cuda' and torch.cuda.is_available(): torch.cuda.synchronize(device)
@@ -128,7 +127,7 @@ class EnergyMeter:
         self._nvml = None  # counter lost mid-interval: report the proxy for the whole interval
         return self.elapsed() * self.tdp_watts
 
-# %% ../nbs/06_meters.ipynb #18
+# %% ../nbs/06_meters.ipynb #20
 class Timer:
     "Stopwatch for steps: `start()`/`stop()` laps; CUDA event pairs on GPU (resolved on read), `perf_counter` elsewhere."
     def __init__(self, device='cpu', # device whose work is being timed
@@ -186,7 +185,7 @@ class Timer:
     def __enter__(self): return self.start()
     def __exit__(self, *exc): self.stop()
 
-# %% ../nbs/06_meters.ipynb #21
+# %% ../nbs/06_meters.ipynb #23
 PHASES = ('data', 'score', 'train', 'optimizer', 'eval', 'checkpoint', 'resume', 'other')
 STEP_PHASES = ('data', 'score', 'train', 'optimizer')   # what a training step costs (`step_time_ms`)
 
@@ -215,7 +214,7 @@ class PhaseTimer:
         self.marks = self.marks[-1:]
         return out
 
-# %% ../nbs/06_meters.ipynb #24
+# %% ../nbs/06_meters.ipynb #26
 def _ratio(a:float, b:float) -> Optional[float]: return a / b if b else None
 
 _COUNTS = ('seen', 'scored', 'trained', 'steps', 'step_s')
@@ -224,14 +223,16 @@ class RunMeter:
     "Accumulates samples seen/scored/trained, FLOPs, energy and step times; `end_epoch` returns a history row."
     def __init__(self, flops:dict, # per-sample FLOPs: `flops_per_sample(...)` or {'fwd': ..., 'fwd_bwd': ...}
                  energy:Optional[EnergyMeter]=None, # energy source; None: no energy figures
+                 reduce=None, # DDP: sums floats over ranks (`all_reduce_sum`); None: this process only
                 ):
         self.fwd, self.fwd_bwd = float(flops['fwd']), float(flops['fwd_bwd'])
         self.flops_source = flops.get('source', 'measured')
-        self.energy = energy
+        self.energy, self.reduce = energy, reduce
         self.history = []
         self.total = dict.fromkeys(_COUNTS, 0) | dict(flops=0.0)
         self.epoch = dict.fromkeys(_COUNTS, 0)
         self._energy_base_j = self._energy_last_j = 0.0  # J before the current EnergyMeter started / at last end_epoch
+        self._energy_sum_j = 0.0                         # closed epochs' energy summed over ranks
 
     def _energy_j(self) -> float:
         "Joules used by the run so far (starts the energy meter on first use)."
@@ -269,12 +270,14 @@ class RunMeter:
         t['flops'] += flops
         now = self._energy_j()
         epoch_j, self._energy_last_j = now - self._energy_last_j, now
+        if self.reduce is not None: epoch_j = self.reduce(epoch_j)[0]   # every rank's GPU (or proxy) counts
+        self._energy_sum_j += epoch_j
         has_e = self.energy is not None
         row = dict(energy_savings=_ratio(e['seen'] * self.fwd_bwd - flops, e['seen'] * self.fwd_bwd),
                    activation_rate=_ratio(e['trained'], e['seen']),
                    step_time_ms=_ratio(1e3 * e['step_s'], e['steps']),
                    est_flops_g=t['flops'] / 1e9,
-                   est_energy_kj=now / 1e3 if has_e else None,
+                   est_energy_kj=self._energy_sum_j / 1e3 if has_e else None,
                    samples_seen=e['seen'], samples_scored=e['scored'], samples_trained=e['trained'],
                    epoch_flops_g=flops / 1e9, epoch_energy_kj=epoch_j / 1e3 if has_e else None) | extra
         self.history.append(row)
@@ -285,20 +288,20 @@ class RunMeter:
         "Whole-run figures for the results file (closed epochs only)."
         t, has_e = self.total, self.energy is not None
         return dict(samples_seen=t['seen'], samples_scored=t['scored'], samples_trained=t['trained'],
-                    flops_g=t['flops'] / 1e9, energy_kj=self._energy_last_j / 1e3 if has_e else None,
+                    flops_g=t['flops'] / 1e9, energy_kj=self._energy_sum_j / 1e3 if has_e else None,
                     energy_savings=_ratio(t['seen'] * self.fwd_bwd - t['flops'], t['seen'] * self.fwd_bwd),
                     activation_rate=_ratio(t['trained'], t['seen']), step_time_ms=_ratio(1e3 * t['step_s'], t['steps']),
                     fwd_flops=self.fwd, fwd_bwd_flops=self.fwd_bwd, flops_source=self.flops_source,
                     energy_source=self.energy.source if has_e else None)
 
-# %% ../nbs/06_meters.ipynb #28
+# %% ../nbs/06_meters.ipynb #32
 @patch
 def state_dict(self:RunMeter) -> dict:
     "Everything needed to resume, as plain Python values."
     return copy.deepcopy(dict(fwd=self.fwd, fwd_bwd=self.fwd_bwd, flops_source=self.flops_source,
                               total=self.total, epoch=self.epoch, history=self.history,
                               energy_j=self._energy_j() if self.energy is not None else 0.0,
-                              energy_last_j=self._energy_last_j))
+                              energy_last_j=self._energy_last_j, energy_sum_j=self._energy_sum_j))
 
 @patch
 def load_state_dict(self:RunMeter, d:dict):
@@ -307,10 +310,11 @@ def load_state_dict(self:RunMeter, d:dict):
     self.fwd, self.fwd_bwd, self.flops_source = d['fwd'], d['fwd_bwd'], d['flops_source']
     self.total, self.epoch, self.history = d['total'], d['epoch'], d['history']
     self._energy_base_j, self._energy_last_j = d['energy_j'], d['energy_last_j']
+    self._energy_sum_j = d.get('energy_sum_j', d['energy_last_j'])
     if self.energy is not None: self.energy.start()
     return self
 
-# %% ../nbs/06_meters.ipynb #31
+# %% ../nbs/06_meters.ipynb #35
 SEED_HISTORY = ('epoch', 'train_acc', 'val_acc', 'energy_savings', 'activation_rate', 'time_min', 'threshold',
                 'step_time_ms', 'est_energy_kj', 'est_flops_g')   # the seed's per-epoch fields, in its order
 

@@ -46,9 +46,10 @@ def resolve_device(name:str='auto') -> torch.device:
 def resolve_amp(enabled:bool, device:torch.device) -> tuple:
     "(autocast dtype or None, a one-line note on what was chosen and why)."
     if not enabled: return None, 'mixed precision off (training.mixed_precision=false)'
-    if device.type == 'cuda':
-        if torch.cuda.is_bf16_supported(): return torch.bfloat16, 'bf16 autocast'
-        return torch.float16, 'fp16 autocast with GradScaler (no bf16 on this GPU)'
+    if device.type == 'cuda':   # native bf16 from Ampere (sm80) on; `is_bf16_supported()` also says yes when emulated
+        major, minor = torch.cuda.get_device_capability(device)
+        if major >= 8: return torch.bfloat16, f'bf16 autocast (sm{major}{minor}: native bf16)'
+        return torch.float16, f'fp16 autocast with GradScaler (sm{major}{minor}: no native bf16)'
     return None, f'mixed precision off on {device.type}: autocast helps only on CUDA GPUs'
 
 def seed_everything(seed:int):
@@ -122,11 +123,13 @@ class HistoryCB(Callback):
         self._take_phases()
         part = 0 if self.learn.epoch_complete else self.part_steps + self.learn.n_run   # stopped mid-epoch
         return dict(meter=self.meter.state_dict(), elapsed_s=self.elapsed(), phase_s=dict(self.phase_acc),
-                    eval_samples=self.eval_samples, part_steps=part, phase_history=list(self.phase_history))
+                    eval_samples=self.eval_samples, part_steps=part, phase_history=list(self.phase_history),
+                    amp_skipped=self.learn.amp_skipped_steps if self.learn else 0)
     def load_state_dict(self, d):
         self.meter.load_state_dict(d['meter']); self.elapsed0 = d['elapsed_s']
         self.phase_acc, self.eval_samples = dict(d.get('phase_s', {})), d.get('eval_samples', 0)
         self.part_steps, self.phase_history = d.get('part_steps', 0), list(d.get('phase_history', []))
+        self.learn._amp_skipped = torch.tensor(d.get('amp_skipped', 0))   # fp16 steps the GradScaler skipped so far
         self._resumed_mid_epoch = self.learn.skip_batches > 0
     def after_train(self):
         # the step time: the training loop's phases over the batches this process ran (a resumed epoch's replay of
@@ -144,6 +147,7 @@ class HistoryCB(Callback):
         rec = self.meter.end_epoch(epoch=L.epoch + 1, train_acc=s['train_acc'], val_acc=L.val_acc,
                                    time_min=self.elapsed()/60, threshold=s['threshold'], val_loss=L.val_loss,
                                    lr=L.opt.param_groups[0]['lr'], complete=bool(L.epoch_complete),
+                                   amp_skipped_steps=L.amp_skipped_steps,   # cumulative, like est_flops_g
                                    steps=self.meter.epoch['steps'])   # training steps timed this epoch
         self.phase_history.append(dict(epoch=L.epoch + 1) | {k: round(v, 4) for k, v in self.phase_acc.items()})
         if self.jsonl_path:
@@ -283,7 +287,7 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     log(f"data: {describe(bundle)}" + (f" (sharded over {world} processes)" if world > 1 else ''))
     model = create_model(cfg.model.name, bundle.num_classes, pretrained=cfg.model.pretrained, image_size=bundle.image_size)
     model = model.to(device)
-    channels_last = device.type == 'cuda' and t.channels_last
+    channels_last = device.type == 'cuda' if t.channels_last is None else t.channels_last   # None: CUDA only
     if channels_last: model = model.to(memory_format=torch.channels_last)
     flops = flops_per_sample(model, bundle.image_size, device, cfg.metrics.base_flop_per_sample)
     if a.score_scale < 1:   # the score pass runs at reduced resolution: count what it really costs
@@ -292,7 +296,7 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
         flops = flops | dict(fwd=b * (small/bundle.image_size)**2 if b else flops_per_sample(model, small, device)['fwd'])
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
-    if device.type == 'cuda' and t.compile: model = torch.compile(model)
+    if t.compile: model = torch.compile(model, backend=t.compile_backend)   # shapes vary with the subset: dynamo marks them dynamic
     lr, min_lr = scaled_lr(cfg, world)
     if world > 1: log(f"lr {lr:g} for {world} processes" + (" (training.scale_lr: x world size)" if t.scale_lr else
                       " (not scaled with the number of processes; training.scale_lr: true scales it)"))
@@ -312,7 +316,8 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
         selector.rate_reduce = lambda count, n: all_reduce_sum(count, n, device=device)
     gen = torch.Generator(device).manual_seed(t.seed + 1 + rank())   # on the device: random draws need no copy
     energy = EnergyMeter(device, tdp_watts=cfg.metrics.gpu_tdp_watts)
-    hist = HistoryCB(RunMeter(flops, energy), jsonl_path=cfg.logging.jsonl_path if is_main() else None)
+    reduce = (lambda *xs: all_reduce_sum(*xs, device=device)) if world > 1 else None   # DDP: energy of every rank
+    hist = HistoryCB(RunMeter(flops, energy, reduce=reduce), jsonl_path=cfg.logging.jsonl_path if is_main() else None)
     nonfinite = NonFiniteCB()
     scorer = get_scorer(a.scorer, entropy_weight=a.entropy_weight)
     if stale:
@@ -336,6 +341,10 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     if cfg.logging.tensorboard and is_main():   # optional extra, imported only when asked for
         from astlab.integrations.tensorboard import TensorBoardCB
         cbs.append(TensorBoardCB(Path(cfg.logging.output_dir)/'tensorboard'/name, hist.meter, cfg.logging.tensorboard_every))
+    if cfg.logging.wandb and is_main():
+        from astlab.integrations.tensorboard import TensorBoardCB, WandbWriter
+        cbs.append(TensorBoardCB(None, hist.meter, cfg.logging.tensorboard_every, writer=lambda: WandbWriter(
+            cfg.logging.wandb_project, name, redact(cfg.to_dict()), Path(cfg.logging.output_dir)/'wandb')))
     results_path = Path(ck['meta']['results_path']) if ck else \
         Path(cfg.logging.output_dir)/f"final_results_{name}_{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     cbs += [CheckpointCB(ck_dir, meta=dict(run_name=name, results_path=str(results_path), config=redact(cfg.to_dict()))),
@@ -397,7 +406,9 @@ def write_results(cfg, learn, hist, name, path, device, amp_note, bundle, nonfin
                            samples_trained=tot['samples_trained'], flops=tot['flops_g']*1e9,
                            energy_j=(tot['energy_kj'] or 0.0)*1e3, energy_savings=tot['energy_savings'],
                            activation_rate=tot['activation_rate'], step_time_ms=tot['step_time_ms'], wall_s=wall,
-                           nonfinite_skipped=nonfinite, bad_images_skipped=int(getattr(bundle, 'bad_images', 0) or 0)),
+                           nonfinite_skipped=nonfinite, bad_images_skipped=int(getattr(bundle, 'bad_images', 0) or 0),
+                           amp_skipped_steps=learn.amp_skipped_steps,
+                           grad_scale=learn.scaler.get_scale() if learn.scaler else None),
                data=describe(bundle), created_at=datetime.now(timezone.utc).isoformat(timespec='seconds'))
     res['totals'] |= dict(eval_samples=hist.eval_samples, eval_flops=hist.eval_samples * tot['fwd_flops'])
     res['phase_s'], res['phase_history'] = _phase_totals(hist.phase_history), hist.phase_history

@@ -71,7 +71,7 @@ try:
     from astlab.meters import EnergyMeter, Timer, count_flops
     from astlab.config import load_config
     from astlab.learner import CancelFitException
-    from astlab.train import train, versions, device_info
+    from astlab.train import train, versions, device_info, resolve_amp
 except ImportError as e:
     print(f"cannot import astlab ({e}): run from the repository root after `pip install -e .` (or install the wheel)")
     sys.exit(1)
@@ -83,9 +83,7 @@ if args.dry_run:
 else:
     device = torch.device('cuda', torch.cuda.current_device())
     props = torch.cuda.get_device_properties(device)
-    native_bf16 = props.major >= 8   # Ampere and newer; older boards only emulate bf16
-    amp_dtype, amp_note = (torch.bfloat16, 'bf16 autocast') if native_bf16 else \
-                          (torch.float16, f'fp16 autocast + GradScaler (no native bf16 on sm{props.major}{props.minor})')
+    amp_dtype, amp_note = resolve_amp(True, device)   # the trainer's rule: bf16 from sm80 on, else fp16 + GradScaler
     HP.update(steps_per_epoch=args.steps, epochs=args.epochs)
     HP['batch_size'] = args.batch_size or (256 if props.total_memory >= 40 * 2**30 else 128)
     HP['cudnn_benchmark'] = args.cudnn_benchmark

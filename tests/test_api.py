@@ -117,7 +117,13 @@ def test_methods_by_name_and_unknown_method():
     from astlab import SparseStep
     from astlab.selection import SELECTORS
     model = torch.nn.Linear(5, 3)
-    for m in SELECTORS: assert SparseStep(model, method=m).selector.name == m
+    for m in SELECTORS:
+        if getattr(SELECTORS[m], "needs_table", False):          # epoch-level (infobatch, rs2): PrunedDataset's job
+            with pytest.raises(ValueError, match="PrunedDataset"): SparseStep(model, method=m)
+        else: assert SparseStep(model, method=m).selector.name == m
+    from astlab.selection import Selector
+    class Epochly(Selector): name, needs_table = "epochly", True
+    with pytest.raises(ValueError, match="PrunedDataset"): SparseStep(model, method=Epochly())
     with pytest.raises(ValueError, match="unknown selection method"): SparseStep(model, method="nope")
 
 
@@ -196,3 +202,19 @@ def test_running_stats_come_from_the_score_pass_only():
     assert torch.equal(model[1].running_mean, after_score) and int(model[1].num_batches_tracked) == 1
     model(x)                                               # tracking is back on for any later forward
     assert int(model[1].num_batches_tracked) == 2
+
+
+def test_overhead_benchmark_runs(tmp_path):
+    "benchmarks/api_overhead.py at tiny sizes: the whole code path and the output schema (no timing asserted)."
+    import json
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "benchmarks/api_overhead.py", "--quick", "--threads", "1", "--wait-budget", "0",
+                        "--out", str(tmp_path/"o")], cwd=root, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path/"o.json").read_text())
+    assert set(res["summary"]) == {"resnet_tiny_32", "resnet_small_32", "mlp_64"}
+    for s in res["summary"].values():
+        assert s["bare_score_ms"] > 0 and s["select_ms"] > 0 and s["used"] in ("clean", "all")
+    assert {"versions", "device", "git", "noise", "command"} <= set(res)

@@ -89,3 +89,119 @@ def test_ast_step_under_cpu_autocast(dtype):
     if dtype == torch.float16: assert learn.scaler is not None and learn.amp_skipped_steps == 0
     else: assert learn.scaler is None and learn.amp_skipped_steps == 0
     assert int(m[1].num_batches_tracked) == 2 * 4              # one running-stats update per batch (item 6)
+
+
+# ---------------------------------------------------------------- the AMP choice (item 3)
+
+@pytest.mark.parametrize('cap, dtype', [((7, 5), torch.float16), ((7, 0), torch.float16), ((8, 0), torch.bfloat16),
+                                        ((8, 9), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_amp_is_chosen_on_compute_capability(monkeypatch, cap, dtype):
+    "A T4 (sm75) reports emulated bf16 as supported; it must get fp16 + GradScaler, sm80+ native bf16."
+    from astlab.train import resolve_amp
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda device=None: cap)
+    got, note = resolve_amp(True, torch.device('cuda', 0))
+    assert got == dtype and f"sm{cap[0]}{cap[1]}" in note
+    assert resolve_amp(False, torch.device('cuda', 0))[0] is None
+
+
+def test_gpu_benchmark_uses_the_trainers_amp_rule():
+    "benchmarks/gpu_resnet50.py decides bf16/fp16 with astlab.train.resolve_amp, not a rule of its own."
+    import ast
+    from pathlib import Path
+    src = (Path(__file__).parent.parent/'benchmarks'/'gpu_resnet50.py').read_text()
+    calls = {n.func.id if isinstance(n.func, ast.Name) else getattr(n.func, 'attr', None)
+             for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Call)}
+    assert 'resolve_amp' in calls and 'is_bf16_supported' not in calls and 'GradScaler' in calls
+
+
+# ---------------------------------------------------------------- NVML by UUID (what a real GPU takes)
+
+def test_nvml_handle_by_uuid(monkeypatch):
+    "torch knows the GPU's UUID: the handle comes from nvmlDeviceGetHandleByUUID('GPU-<uuid>'), not the CUDA index."
+    from astlab.meters import EnergyMeter
+    calls, counter = [], iter([1_000, 50_000, 57_500])
+    nv = types.ModuleType('pynvml')
+    nv.nvmlInit = lambda: calls.append('init')
+    nv.nvmlDeviceGetHandleByUUID = lambda u: calls.append(('uuid', u)) or f"h-{u}"
+    nv.nvmlDeviceGetHandleByIndex = lambda i: calls.append(('index', i)) or f"h-{i}"
+    nv.nvmlDeviceGetTotalEnergyConsumption = lambda h: calls.append(('energy', h)) or next(counter)
+    monkeypatch.setitem(sys.modules, 'pynvml', nv)
+    uuid = '8f2c9a1e-0b7d-4c3e-9a55-1d2e3f405162'
+    seen = []
+    monkeypatch.setattr(torch.cuda, 'get_device_properties',
+                        lambda i: seen.append(i) or types.SimpleNamespace(uuid=uuid, name='fake GPU'))
+    em = EnergyMeter(torch.device('cuda', 1), tdp_watts=1.0)
+    assert em.source == 'nvml' and seen == [1]
+    assert ('uuid', f'GPU-{uuid}') in calls and not any(c[0] == 'index' for c in calls if isinstance(c, tuple))
+    em.start()
+    assert em.read() == pytest.approx(7.5)                    # (57 500 - 50 000) mJ, from the UUID's handle
+    assert calls[-1] == ('energy', f'h-GPU-{uuid}')
+
+
+# ---------------------------------------------------------------- through train(): sb target, compile, channels_last
+
+def _cfg(tmp_path, *overrides):
+    from astlab.config import load_config
+    return load_config(overrides=['dataset.type=synthetic', 'dataset.num_samples=320', 'dataset.image_size=8',
+                                  'model.name=resnet_tiny', 'training.batch_size=32', 'training.epochs=1',
+                                  'training.device=cpu', 'training.progress=false', 'training.mixed_precision=false',
+                                  f'logging.output_dir={tmp_path}', *overrides], env_file=None)
+
+
+def test_sb_through_the_config_trains_at_the_target(tmp_path):
+    "ast.method=sb with target 0.25 and no sb_beta: beta = 1/0.25 - 1 = 3 and the realised rate is ~0.25 (was 0.5)."
+    from astlab.train import train
+    cfg = _cfg(tmp_path, 'ast.method=sb', 'ast.target_activation=0.25', 'training.epochs=3', 'ast.sb_history=64')
+    assert cfg.ast.sb_beta is None
+    class Grab(Callback):
+        order = 100
+        def before_fit(self): self.sel = self.learn.cb(SelectionCB).selector
+    g = Grab()
+    res = train(cfg, log=lambda *a: None, extra_cbs=(g,))
+    assert g.sel.beta == pytest.approx(3.0)
+    assert abs(res['totals']['activation_rate'] - 0.25) < 0.07, res['totals']['activation_rate']
+    cfg2 = _cfg(tmp_path, 'ast.method=sb', 'ast.target_activation=0.25', 'ast.sb_beta=1')   # explicit beta still wins
+    g2 = Grab(); train(cfg2, log=lambda *a: None, extra_cbs=(g2,))
+    assert g2.sel.beta == 1.0
+
+
+class Shapes(Callback):
+    "Subset sizes of the train pass and the memory format of what the model sees."
+    order = 100
+    def before_fit(self): self.sizes, self.cl = set(), []
+    def after_pred(self):
+        L = self.learn
+        if L.training: self.sizes.add(len(L.yb))
+        self.cl.append(L.xb.is_contiguous(memory_format=torch.channels_last))
+
+
+def test_channels_last_through_train_on_cpu(tmp_path):
+    "training.channels_last=true is honoured on CPU (it used to be CUDA-only); the default stays CUDA-only."
+    from astlab.train import train
+    from astlab.checkpoint import _module
+    rec = Shapes()
+    res = train(_cfg(tmp_path, 'training.channels_last=true'), log=lambda *a: None, extra_cbs=(rec,))
+    assert rec.cl and all(rec.cl) and res['complete']
+    conv = next(m for m in _module(rec.learn.model).modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    rec2 = Shapes()
+    train(_cfg(tmp_path), log=lambda *a: None, extra_cbs=(rec2,))
+    assert not any(rec2.cl)
+
+
+def test_compile_through_train_on_cpu_with_bounded_recompiles(tmp_path):
+    "training.compile=true with the aot_eager backend compiles on CPU; varying subset sizes cost a bounded number of graphs."
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+    from astlab.train import train
+    torch._dynamo.reset(); counters.clear()
+    rec = Shapes()
+    res = train(_cfg(tmp_path, 'training.compile=true', 'training.compile_backend=aot_eager', 'training.epochs=2'),
+                log=lambda *a: None, extra_cbs=(rec,))
+    assert res['complete'] and type(rec.learn.model).__name__ == 'OptimizedModule'
+    graphs = counters['stats']['unique_graphs']
+    assert len(rec.sizes) >= 4, rec.sizes                      # the subset size really varied ...
+    assert 1 <= graphs <= 6, (graphs, rec.sizes)               # ... yet dynamo built a few graphs, not one per size
+    torch._dynamo.reset()

@@ -56,6 +56,9 @@ def test_two_ranks_share_one_controller_and_end_with_identical_weights(tmp_path)
     for k in a['model']: assert torch.equal(a['model'][k], b['model'][k]), k
     assert a['history'] == b['history'] or [h['val_acc'] for h in a['history']] == [h['val_acc'] for h in b['history']]
     assert len(list((tmp_path/'out').glob('final_results_*.json'))) == 1      # written once, by rank 0
+    # energy is summed over ranks like samples and FLOPs (it used to be rank 0's alone)
+    assert a['energy_j'] == pytest.approx(a['local_j'] + b['local_j'], rel=1e-9) and a['energy_j'] == b['energy_j']
+    assert min(a['local_j'], b['local_j']) > 0
 
 
 def test_torchrun_cli_writes_one_result_and_prints_one_summary(tmp_path):
@@ -113,3 +116,90 @@ def test_one_collective_per_batch(tmp_path, extra):
     for r in range(2):
         d = json.loads((tmp_path/f'calls{r}.json').read_text())
         assert d['batches'] > 0 and sum(d['per_batch'].values()) == 1.0, d   # was 5: rate, NaN, time, signal, count
+
+# ---------------------------------------------------------------- collectives on the group's device (issue 12 item 1)
+
+def _group_worker(r, port1, port2, out):
+    import torch.distributed as dist
+    from torch import nn
+    import astlab.distributed as D
+    from astlab.learner import Learner, Callback
+    res = {}
+    # 1. a group with nccl's device map (cuda only), made with gloo so it runs on CPU
+    dist.init_process_group('cuda:gloo', init_method=f'tcp://127.0.0.1:{port1}', rank=r, world_size=2)
+    res['group_device'] = str(D.group_device())
+    try: dist.all_reduce(torch.tensor([3.0])); res['cpu_tensor'] = 'ok'
+    except RuntimeError as e: res['cpu_tensor'] = str(e)
+    try: res['sum'] = D.all_reduce_sum(3)
+    except Exception as e: res['sum'] = f"{type(e).__name__}: {e}"
+    dist.destroy_process_group()
+    # 2. DDP on 2 ranks vs one process on the same global batches: each rank trains a different number of samples
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port2}', rank=r, world_size=2)
+    x, y = _global_data()
+    keep = _KEEP[r]
+    class Trim(Callback):
+        def before_batch(self):
+            k = keep[self.learn.iter]; self.learn.xb, self.learn.yb = self.learn.xb[:k], self.learn.yb[:k]
+    torch.manual_seed(0); m = nn.Linear(4, 3)
+    ddp = torch.nn.parallel.DistributedDataParallel(m)
+    half = [(x[j, r*4:(r+1)*4], y[j, r*4:(r+1)*4], None) for j in range(len(x))]
+    Learner(ddp, half, None, torch.optim.SGD(ddp.parameters(), lr=0.5), cbs=[Trim()], grad_accum_steps=2).fit(1)
+    res['weight'] = m.weight.detach().clone(); res['bias'] = m.bias.detach().clone()
+    dist.destroy_process_group()
+    torch.save(res, f"{out}/group{r}.pt")
+
+
+_KEEP = ([1, 4, 2, 3], [4, 2, 4, 1])     # samples each rank trains of its 4 per batch
+
+
+def _global_data():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(4, 8, 4, generator=g), torch.randint(0, 3, (4, 8), generator=g)
+
+
+def test_collectives_use_the_groups_device_and_ddp_matches_one_process(tmp_path):
+    import torch.multiprocessing as mp
+    from torch import nn
+    from astlab.learner import Learner
+    mp.spawn(_group_worker, args=(free_port(), free_port(), str(tmp_path)), nprocs=2)
+    a, b = (torch.load(tmp_path/f'group{r}.pt', weights_only=True) for r in range(2))
+    for res in (a, b):
+        assert res['group_device'].startswith('cuda')             # the group's device map, not the CPU
+        assert 'No backend type associated with device type cpu' in res['cpu_tensor']   # the crash astlab used to hit
+        if torch.cuda.is_available(): assert res['sum'] == [6.0]
+        else:   # no GPU here: all_reduce_sum put its tensor on the group's device (cuda), which this machine lacks
+            assert isinstance(res['sum'], str) and 'device type cpu' not in res['sum'], res['sum']
+    # one process, the same global batches (both ranks' trained samples), grad_accum_steps=2
+    x, y = _global_data()
+    batches = [(torch.cat([x[j, :4][:_KEEP[0][j]], x[j, 4:][:_KEEP[1][j]]]),
+                torch.cat([y[j, :4][:_KEEP[0][j]], y[j, 4:][:_KEEP[1][j]]]), None) for j in range(len(x))]
+    torch.manual_seed(0); m = nn.Linear(4, 3)
+    Learner(m, batches, None, torch.optim.SGD(m.parameters(), lr=0.5), grad_accum_steps=2).fit(1)
+    for res in (a, b):
+        torch.testing.assert_close(res['weight'], m.weight.detach()); torch.testing.assert_close(res['bias'], m.bias.detach())
+
+
+def test_every_collective_passes_the_learners_device(monkeypatch):
+    "With the group's default device poisoned ('meta'), every collective of a training run still lands on the learner's device."
+    import astlab.distributed as D, astlab.learner as LM
+    from torch import nn
+    from astlab.learner import Learner, TimeLimitCB, SignalCB, NonFiniteCB
+    from astlab.sparse import SelectionCB
+    from astlab.selection import make_selector
+    seen = []
+    def fake_all_reduce(t, *a, **k):        # two identical ranks
+        seen.append(t.device); t.mul_(2)
+    monkeypatch.setattr(D, 'world_size', lambda: 2); monkeypatch.setattr(LM, 'world_size', lambda: 2)
+    monkeypatch.setattr(D, '_device', torch.device('meta'))
+    monkeypatch.setattr(D.dist, 'all_reduce', fake_all_reduce)
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    dl = [(torch.randn(16, 4), torch.randint(0, 3, (16,)), torch.arange(16)) for _ in range(4)]
+    sel = make_selector('ast', target=0.5)
+    sel.rate_reduce = lambda c, n: D.all_reduce_sum(c, n, device=torch.device('cpu'))
+    learn = Learner(m, dl, dl[:1], torch.optim.SGD(m.parameters(), lr=0.1), grad_accum_steps=2,
+                    cbs=[SelectionCB(sel, generator=torch.Generator().manual_seed(0)), TimeLimitCB(60), SignalCB(),
+                         NonFiniteCB()])
+    learn.fit(1)
+    # 4 batches x (the batch's one agreement + the rate) + validation + epoch counts (was > 10: 4-5 per batch)
+    assert len(seen) >= 10 and set(seen) == {torch.device('cpu')}, set(seen)

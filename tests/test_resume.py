@@ -98,9 +98,12 @@ def test_resume_of_a_finished_run_touches_nothing(tmp_path):
 
 def test_raising_epochs_extends_the_run(tmp_path):
     res = train(cfg_for(tmp_path), log=quiet)
-    more = train(cfg_for(tmp_path, 'training.epochs=5'), log=quiet, resume='auto')
+    more = train(cfg_for(tmp_path, 'training.epochs=4'), log=quiet, resume='auto')
     assert more['results_path'] == res['results_path']
-    assert epochs(more) == [1, 2, 3, 4, 5] and more['epochs_completed'] == 5 and more['complete'] is True
+    assert epochs(more) == [1, 2, 3, 4] and more['epochs_completed'] == 4 and more['complete'] is True
+    [row] = sweep([None], overrides=TINY, output_dir=str(tmp_path), epochs=5, log=quiet)   # the sweep extends it too
+    assert not row.get('skipped') and row['results_path'] == res['results_path'] and row['epochs_completed'] == 5
+    assert epochs(json.loads(Path(res['results_path']).read_text())) == [1, 2, 3, 4, 5]
 
 
 def test_sigterm_prints_the_resume_command_and_it_works(tmp_path):

@@ -51,3 +51,39 @@ def test_off_by_default_and_a_clear_error_without_the_extra(tmp_path, monkeypatc
     monkeypatch.setattr(builtins, "__import__", no_tb)
     from astlab.integrations.tensorboard import summary_writer
     with pytest.raises(ImportError, match=r"pip install 'astlab\[tensorboard\]'"): summary_writer(tmp_path)
+
+
+def _read_wandb(path):
+    "History rows of an offline W&B run file: LevelDB log records (after a 7-byte ':W&B' header) of protobuf Records."
+    import struct
+    from wandb.proto import wandb_internal_pb2 as pb
+    b = Path(path).read_bytes(); assert b[:4] == b":W&B"
+    pos, block, recs, buf = 7, 32768, [], b""
+    while pos + 7 <= len(b):
+        left = block - pos % block
+        if left < 7: pos += left; continue
+        _, n, typ = struct.unpack("<IHB", b[pos:pos + 7]); pos += 7
+        if typ == 0 and n == 0: break
+        buf += b[pos:pos + n]; pos += n
+        if typ in (1, 4): recs.append(buf); buf = b""           # a FULL record, or the LAST piece of one
+    rows = []
+    for d in recs:
+        r = pb.Record(); r.ParseFromString(d)
+        if r.WhichOneof("record_type") == "history":
+            rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item})
+    return rows
+
+
+def test_wandb_offline_gets_the_same_scalars(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_SILENT", "true"); monkeypatch.delenv("WANDB_MODE", raising=False)
+    threads = torch.get_num_threads(); torch.set_num_threads(1)
+    try:
+        res = train(load_config(overrides=ARGS + ["logging.wandb=true", "logging.tensorboard_every=3",
+                                                  f"logging.output_dir={tmp_path}"], env_file=None), log=lambda *a: None)
+    finally: torch.set_num_threads(threads)
+    (run,) = (tmp_path/"wandb").glob("wandb/offline-run-*/run-*.wandb")      # offline by default: nothing uploaded
+    rows = _read_wandb(run)
+    val = [(r["epoch"], r["epoch/val_acc"]) for r in rows if "epoch/val_acc" in r]
+    assert val == [(i + 1, pytest.approx(r["val_acc"], rel=1e-6)) for i, r in enumerate(_rows(res["training_history"]))]
+    assert len([r for r in rows if "controller/threshold" in r]) == 8 and any("step/flops_g" in r for r in rows)
