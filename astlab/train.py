@@ -120,7 +120,14 @@ class HistoryCB(Callback):
     def elapsed(self): return self.elapsed0 + time.perf_counter() - (getattr(self, 't0', None) or time.perf_counter())
     def before_epoch(self):
         if getattr(self, '_resumed_mid_epoch', False): self._resumed_mid_epoch = False   # keep the restored counts
-        else: self.meter.start_epoch(); self.phase_acc, self.part_steps = {}, 0
+        else: self._flush_tail(); self.meter.start_epoch(); self.phase_acc, self.part_steps = {}, 0
+    def _flush_tail(self):
+        "Charge what ran after the last epoch's row (its checkpoint write: CheckpointCB comes later) to that epoch."
+        ph = self.learn.phases.read() if self.learn.phases is not None else {}
+        if self.phase_history:
+            for k, v in ph.items(): self.phase_history[-1][k] = round(self.phase_history[-1].get(k, 0.0) + v, 4)
+    def after_fit(self):
+        if self.learn.epoch_complete: self._flush_tail()
     def state_dict(self):
         self._take_phases()
         part = 0 if self.learn.epoch_complete else self.part_steps + self.learn.n_run   # stopped mid-epoch
