@@ -105,9 +105,10 @@ def choose(self:SparseStep, scores, n:int, idx=None):
     "The selector's mask for a batch of `n` (scores may be None for methods without a score pass); counts updated."
     mask = self.selector(scores, SelectionState(n=n, epoch=self.epoch, step=self.steps, generator=self.generator, idx=idx))
     c = self.counts
-    c['seen'] += n; c['trained'] += mask.sum()
+    c['seen'] += n
     if scores is not None: c['scored'] += n
-    if self.selector.last_rate is not None: self.rates.append(self.selector.last_rate)
+    r = getattr(self.selector, 'last_rate_lazy', self.selector.last_rate)   # a 0-d tensor stays unread (no host sync)
+    if r is not None: self.rates.append(r)
     self.steps += 1
     return mask
 
@@ -152,9 +153,11 @@ def select(self:SparseStep,
     lw = getattr(self.selector, 'last_weights', None)
     self.last_mask, self.last_logits = mask, logits
     if self.selector.name == 'full' and lw is None:
-        self.last_weights = None
+        self.last_weights = None; self.counts['trained'] += n
         return x, y, torch.ones(n, device=y.device)
-    sel = mask.nonzero().squeeze(1)                  # one host sync for the whole subset
+    sel = getattr(self.selector, 'last_indices', None)   # the selector's own indices when it has them (no host read)
+    if sel is None: sel = mask.nonzero().squeeze(1)      # else one host sync for the whole subset
+    self.counts['trained'] += len(sel)
     self.last_weights = None if lw is None else lw[sel].float()
     w = torch.ones(len(sel), device=y.device) if lw is None else self.last_weights
     return take(x, sel, n), y[sel], w
@@ -202,7 +205,7 @@ def set_epoch(self:SparseStep, epoch:int):
 @patch
 def state_dict(self:SparseStep) -> dict:
     "Selector (controller) state, counters, epoch/step and the selection RNG: everything to continue exactly."
-    return dict(selector=self.selector.state_dict(), epoch=self.epoch, steps=self.steps, rates=list(self.rates),
+    return dict(selector=self.selector.state_dict(), epoch=self.epoch, steps=self.steps, rates=[float(r) for r in self.rates],
                 counts={k: int(v) for k, v in (self.counts or {}).items()},
                 generator=self.generator.get_state() if self.generator is not None else None)
 

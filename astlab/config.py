@@ -54,10 +54,12 @@ class DatasetConfig:
 @dataclass
 class ASTConfig:
     "Adaptive Sparse Training: how samples are scored, selected, and how the threshold is steered."
-    method:str=_f('ast', choices=('ast', 'random', 'topk', 'sb', 'full', 'is')) # selector (see `astlab.selection`)
+    method:str=_f('ast', choices=('ast', 'random', 'topk', 'sb', 'full', 'is', 'rs2', 'infobatch')) # selector (see `astlab.selection`)
     sharpness:Optional[float]=_f(None, gt=0) # ast: beta of soft AST, keep prob min(1, (s/tau)^beta), loss weight 1/prob; null or .inf = hard threshold
     weight_clip:Optional[float]=_f(None, ge=1) # soft ast / is: cap on the 1/prob loss weights (null: none; a cap biases)
     uniform_floor:float=_f(0.0, ge=0, le=1) # soft ast / is: mix this share of uniform sampling into the keep probabilities
+    infobatch_prune:Optional[float]=_f(0.5, ge=0, lt=1) # infobatch: prune ratio p of below-mean-loss samples (null: solve p so a pruned epoch keeps target_activation)
+    infobatch_delta:float=_f(0.875, gt=0, le=1) # infobatch: prune while epoch <= delta * epochs, then full data
     scorer:str=_f('significance', choices=('significance', 'loss', 'entropy', 'margin')) # per-sample score
     target_activation:float=_f(0.25, gt=0, le=1) # fraction of each batch to train on, in (0, 1]
     initial_threshold:float=1.0 # starting significance threshold
@@ -73,7 +75,9 @@ class ASTConfig:
     scoring:str=_f('fresh', choices=('fresh', 'stale')) # fresh: score pass every batch; stale: select per epoch from last training scores (no score pass)
     explore:float=_f(0.1, ge=0, lt=1) # stale: share of left-out samples drawn at random each epoch (so they get rescored)
     rescale:bool=False # stale: weight explored samples 1/explore in the loss (InfoBatch's unbiased rescaling)
-    anneal_epochs:int=_f(0, ge=0) # stale: the last this-many epochs train on all data
+    start_epoch:int=_f(0, ge=0) # any method: the first this-many epochs train on all data (no score pass)
+    anneal_epochs:int=_f(0, ge=0) # any method: the last this-many epochs train on all data
+    interrupt_every:int=_f(0, ge=0) # per-batch methods: every k-th batch trains whole (Composer's interrupt; 0 = off)
     bucket:int=_f(1, ge=1) # round each batch's active count up to a multiple of this (8 on GPUs: fewer shapes)
     score_scale:float=_f(1.0, gt=0, le=1) # fresh: score at this fraction of the resolution (cheaper score pass)
     entropy_weight:float=_f(1.0, ge=0) # significance = loss + entropy_weight * entropy
@@ -85,6 +89,7 @@ class ASTConfig:
 class TrainingConfig:
     "Optimisation loop settings (see `astlab.train`)."
     epochs:int=_f(10, ge=1) # passes over the training set
+    eval_every:int=_f(1, ge=1) # validate every k epochs and always after the last (skipped epochs: val_acc null)
     budget:float=_f(1.0, gt=0, le=1) # train this fraction of `epochs`' steps, LR schedule decayed within them (budget-matched baseline)
     batch_size:int=_f(128, ge=1) # samples scored per step
     lr:float=_f(0.1, ge=0) # peak learning rate
@@ -232,6 +237,14 @@ def _relations(c:Config):
            "ast.weight_clip and ast.uniform_floor act on soft AST's weights: set ast.method to 'is', or 'ast' with a finite ast.sharpness")
     yield (('ast.scoring', 'ast.sharpness'), a.scoring == 'stale' and soft,
            "ast.scoring 'stale' draws with the hard threshold: unset ast.sharpness and use ast.method 'ast' (or scoring 'fresh')")
+    epoch_level = a.scoring == 'stale' or a.method in ('rs2', 'infobatch')
+    yield (('ast.scoring', 'ast.method'), a.scoring == 'stale' and a.method in ('rs2', 'infobatch'),
+           "ast.method rs2 and infobatch choose each epoch's samples themselves: set ast.scoring to 'fresh'")
+    yield (('ast.interrupt_every', 'ast.method'), a.interrupt_every > 0 and epoch_level,
+           "ast.interrupt_every unprunes batches of per-batch methods; epoch-level selection (rs2, infobatch, "
+           "scoring 'stale') has none: set it to 0, or use start_epoch / anneal_epochs")
+    yield (('ast.start_epoch', 'ast.anneal_epochs', 'training.epochs'), a.start_epoch + a.anneal_epochs > t.epochs,
+           "ast.start_epoch + ast.anneal_epochs (full-data epochs) exceed training.epochs: lower them")
     yield (('ast.explore', 'ast.target_activation'),
            a.scoring == 'stale' and a.method == 'ast' and a.explore >= a.target_activation,
            "Lower ast.explore below ast.target_activation (exploration is part of the drawn share)")

@@ -61,8 +61,10 @@ class Learner:
                  device='cpu',             # where batches are moved
                  amp_dtype:torch.dtype|None=None, # torch.bfloat16 / torch.float16 for autocast, None: off
                  grad_accum_steps:int=1,   # batches per optimiser step
-                 channels_last:bool=False): # move inputs to channels_last memory format
+                 channels_last:bool=False,  # move inputs to channels_last memory format
+                 eval_every:int=1):         # validate every k epochs (and always after the last); others: val_acc None
         self.model, self.train_dl, self.val_dl, self.opt = model, train_dl, val_dl, opt
+        self.eval_every = max(int(eval_every), 1)
         self.device, self.amp_dtype, self.grad_accum_steps = torch.device(device), amp_dtype, grad_accum_steps
         self.channels_last = channels_last
         self.scaler = torch.amp.GradScaler(self.device.type) if amp_dtype == torch.float16 else None
@@ -199,14 +201,15 @@ class Learner:
                 try: self._train_epoch()
                 except CancelEpochException: pass
                 self.epoch_complete = True
-                self.validate()
+                if (self.epoch + 1) % self.eval_every == 0 or self.epoch + 1 == epochs: self.validate()
+                else: self.val_acc = self.val_loss = None
                 self('after_epoch')
         except CancelFitException:
             if not self.epoch_complete: self('after_cancel_fit')   # stopped mid-epoch: checkpoint the exact position
         finally: self('after_fit')
         return self
 
-# %% ../nbs/07_learner.ipynb #16
+# %% ../nbs/07_learner.ipynb #18
 class LRSchedCB(Callback):
     "Cosine decay from `lr` to `min_lr` over `epochs`, after a linear warm-up of `warmup_epochs`."
     order = -10

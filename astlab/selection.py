@@ -14,7 +14,8 @@ from .controller import PIController
 
 # %% auto #0
 __all__ = ['SELECTORS', 'SelectionState', 'enforce_min_active', 'Selector', 'FullSelector', 'RandomSelector', 'TopKSelector',
-           'ASTSelector', 'SoftASTSelector', 'SBSelector', 'ISSelector', 'make_selector']
+           'ASTSelector', 'SoftASTSelector', 'SBSelector', 'EpochSelector', 'RS2Selector', 'InfoBatchSelector',
+           'ISSelector', 'make_selector']
 
 # %% ../nbs/03_selection.ipynb #5
 @dataclass
@@ -350,13 +351,113 @@ class SBSelector(Selector):
         self._pos, self._count = d['pos'], d['count']
     __repr__ = basic_repr('target,beta,history,min_active')
 
+# %% ../nbs/03_selection.ipynb #3de16888
+class EpochSelector(Selector):
+    "Base class of sampler-level methods: `draw` picks each epoch's samples; every delivered sample is trained."
+    needs_scores = False
+    needs_table = False   # True: `draw` reads each sample's last training loss (+inf = never trained)
+
+    def select(self, scores, state):
+        "Train every sample of the batch (the choice was made when the epoch was drawn)."
+        self._last_rate = 1.0
+        return torch.ones(state.n, dtype=torch.bool, device=_device(scores, state))
+
+    def draw(self, table:Tensor, generator:Optional[torch.Generator]=None) -> tuple:
+        "(bool mask over the dataset of the samples to load this epoch, float loss weights over the dataset or None)."
+        raise NotImplementedError
+
+    def full_epoch(self, epoch:int, epochs:int) -> bool:
+        "Whether this method itself trains on all data in `epoch` (besides the schedule's start and anneal epochs)."
+        return False
+
+# %% ../nbs/03_selection.ipynb #c578b01b
+class RS2Selector(EpochSelector):
+    "RS2 without replacement: each epoch the next round(target*N) samples of a running random permutation."
+    name = 'rs2'
+    def __init__(self,
+                 target:float,      # fraction of the dataset trained per epoch, in (0, 1]
+                 min_active:int=2): # (unused: every delivered batch is trained whole)
+        self.target, self.min_active = _check_target(target), min_active
+        self.perm, self.pos = None, 0
+
+    def draw(self, table, generator=None):
+        "The next round(target*N) indices of the permutation (continuing into a fresh one when it runs out)."
+        n = len(table); m = max(_count(self.target, n), 1)
+        if self.perm is None or len(self.perm) != n: self.perm, self.pos = torch.randperm(n, generator=generator), 0
+        take = self.perm[self.pos:self.pos + m]; self.pos += len(take)
+        if len(take) < m:                                  # permutation used up: continue in a fresh one
+            nxt = torch.randperm(n, generator=generator)
+            seen = torch.zeros(n, dtype=torch.bool); seen[take] = True
+            self.perm = torch.cat([nxt[~seen[nxt]], nxt[seen[nxt]]])   # just-drawn samples go last
+            self.pos = m - len(take)
+            take = torch.cat([take, self.perm[:self.pos]])
+        mask = torch.zeros(n, dtype=torch.bool); mask[take] = True
+        self._last_rate = m / n
+        return mask.to(table.device), None
+
+    def state_dict(self): return {**super().state_dict(), 'perm': self.perm, 'pos': self.pos}
+    def load_state_dict(self, d):
+        super().load_state_dict(d)
+        self.perm, self.pos = (None if d['perm'] is None else d['perm'].clone()), d['pos']
+    __repr__ = basic_repr('target')
+
+# %% ../nbs/03_selection.ipynb #2050afd4
+class InfoBatchSelector(EpochSelector):
+    "InfoBatch: prune below-mean-loss samples with probability p (survivors weighted 1/(1-p)); full data after delta*epochs."
+    name, needs_table = 'infobatch', True
+    def __init__(self,
+                 target:float=0.7,        # kept fraction of a pruned epoch, used when `prune` is None
+                 prune:float|None=0.5,    # p, InfoBatch's prune ratio (None: solve p each epoch to keep `target`)
+                 delta:float=0.875,       # prune while epoch <= delta * epochs, then full data
+                 min_active:int=2):       # (unused: every delivered batch is trained whole)
+        if prune is not None and not 0 <= prune < 1: raise ValueError(f"prune must be in [0, 1), got {prune}")
+        if not 0 < delta <= 1: raise ValueError(f"delta must be in (0, 1], got {delta}")
+        self.target, self.prune, self.delta, self.min_active = _check_target(target), prune, delta, min_active
+        self.keep_ratio = self.low_fraction = None
+
+    def full_epoch(self, epoch, epochs): return epoch > epochs * self.delta
+
+    def draw(self, table, generator=None):
+        "InfoBatch's draw: keep every sample at or above the mean loss, floor(keep*L) of the L below it (weight 1/keep)."
+        n, dev = len(table), table.device
+        t = table.detach().float().cpu()
+        fin = torch.isfinite(t)
+        low = fin & (t < t[fin].mean()) if fin.any() else torch.zeros(n, dtype=torch.bool)
+        L = int(low.sum())
+        if self.prune is not None: keep = min(1.0, max(0.1, 1.0 - self.prune))
+        else:
+            cut = (1 - self.target) * n                     # samples to prune this epoch
+            keep = 1.0 - cut / L if L else 1.0
+            if keep < 0.1:                                  # too few below the mean: prune from the lowest losses
+                L = min(int(fin.sum()), math.ceil(cut / 0.9)); keep = 0.1
+                low = torch.zeros(n, dtype=torch.bool)
+                low[t.masked_fill(~fin, math.inf).argsort()[:L]] = True
+            keep = min(1.0, keep)
+        idx = low.nonzero().squeeze(1)
+        chosen = idx[torch.randperm(L, generator=generator)[:int(keep * L)]]
+        mask = ~low; mask[chosen] = True
+        w = torch.ones(n); w[chosen] = 1.0 / keep
+        self.keep_ratio, self.low_fraction, self._last_rate = keep, L / n, float(mask.float().mean())
+        return mask.to(dev), w.to(dev)
+
+    @property
+    def threshold(self):
+        "The last draw's keep ratio 1 - p of the well-learned samples (None before the first pruned epoch)."
+        return self.keep_ratio
+
+    def state_dict(self): return {**super().state_dict(), 'keep_ratio': self.keep_ratio, 'low_fraction': self.low_fraction}
+    def load_state_dict(self, d):
+        super().load_state_dict(d); self.keep_ratio, self.low_fraction = d['keep_ratio'], d['low_fraction']
+    __repr__ = basic_repr('target,prune,delta')
+
 # %% ../nbs/03_selection.ipynb #36
 class ISSelector(SoftASTSelector):
     "Importance sampling: soft AST with sharpness 1 (keep in proportion to the score, weight 1/pi)."
     name = 'is'
     def __init__(self, target:float, **kw): kw.pop('sharpness', None); super().__init__(target, sharpness=1.0, **kw)
 
-SELECTORS = {c.name: c for c in (ASTSelector, RandomSelector, TopKSelector, SBSelector, FullSelector, ISSelector)}
+SELECTORS = {c.name: c for c in (ASTSelector, RandomSelector, TopKSelector, SBSelector, FullSelector, ISSelector,
+                                 RS2Selector, InfoBatchSelector)}
 
 def make_selector(method:str,                   # one of `SELECTORS`: ast, random, topk, sb, full, is
                   target:float=0.25,            # fraction of samples to train on
@@ -376,6 +477,8 @@ def make_selector(method:str,                   # one of `SELECTORS`: ast, rando
                   sharpness:float=math.inf,     # ast: beta of soft AST; inf = the hard threshold
                   weight_clip:float|None=None,  # ast/is: cap on the 1/pi weights
                   uniform_floor:float=0.0,      # ast/is: share of uniform sampling mixed into pi
+                  prune:float|None=0.5,         # infobatch: prune ratio p (None: solve p to keep `target`)
+                  delta:float=0.875,            # infobatch: prune while epoch <= delta*epochs
                  ) -> Selector:
     "Build the selector called `method` from flat options; each class takes the options it names."
     if method not in SELECTORS:
@@ -384,7 +487,7 @@ def make_selector(method:str,                   # one of `SELECTORS`: ast, rando
     opts = dict(target=target, kp=kp, ki=ki, initial_threshold=initial_threshold, min_threshold=min_threshold,
                 max_threshold=max_threshold, min_active=min_active, ema=ema, kp_warmup_epochs=kp_warmup_epochs,
                 ki_warmup_epochs=ki_warmup_epochs, beta=sb_beta, history=sb_history, normalize=normalize, bucket=bucket,
-                sharpness=sharpness, weight_clip=weight_clip, uniform_floor=uniform_floor)
+                sharpness=sharpness, weight_clip=weight_clip, uniform_floor=uniform_floor, prune=prune, delta=delta)
     params = inspect.signature(cls).parameters
     if issubclass(cls, SoftASTSelector): params = {**inspect.signature(ASTSelector).parameters, **inspect.signature(SoftASTSelector).parameters}
     return cls(**{k: v for k, v in opts.items() if k in params})

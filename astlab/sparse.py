@@ -68,8 +68,12 @@ class SelectionCB(Callback):
                  generator:torch.Generator|None=None, # RNG for random selections
                  postfix_every:int=10,     # batches between progress-bar updates (each costs a host sync)
                  bn_stats:str='subset',    # train-pass BatchNorm: 'subset' (its own stats) or 'score' (whole-batch stats)
-                 score_scale:float=1.0):   # score at this fraction of the resolution (Composer's scale_factor)
+                 score_scale:float=1.0,    # score at this fraction of the resolution (Composer's scale_factor)
+                 start_epochs:int=0,       # the first this-many epochs train on every sample (no score pass)
+                 anneal_epochs:int=0,      # ... and the last this-many
+                 interrupt_every:int=0):   # every k-th batch of an epoch trains on everything (Composer's interrupt; 0 = off)
         self.selector, self.scorer = selector, scorer or get_scorer('significance')
+        self.start_epochs, self.anneal_epochs, self.interrupt_every = start_epochs, anneal_epochs, interrupt_every
         self.score_scale = score_scale
         self.bn_stats = bn_stats
         self.generator, self.postfix_every = generator, postfix_every
@@ -84,8 +88,18 @@ class SelectionCB(Callback):
         self.rates = list(r['rates']) if r else []
         if r and r.get('score_threshold') is not None: self.selector.score_threshold = r['score_threshold']
 
+    def unpruned(self) -> bool:
+        "Whether the schedule trains this batch whole: a start or anneal epoch, or every `interrupt_every`-th batch."
+        L = self.learn
+        return (L.epoch < self.start_epochs or L.epoch >= L.epochs - self.anneal_epochs
+                or (self.interrupt_every > 0 and (L.iter + 1) % self.interrupt_every == 0))
+
     def before_batch(self):
         L = self.learn; x, y = L.xb, L.yb; n = len(y)
+        self.whole = self.unpruned()
+        if self.whole:                                    # no score pass, no selection, the controller rests
+            L.selected = torch.ones(n, dtype=torch.bool, device=y.device); self.seen += n; self.trained += n
+            return
         scores = None
         if self.selector.needs_scores:
             if self.bn is None and self.bn_stats == 'score': self.bn = BatchStats(L.model)
@@ -118,7 +132,7 @@ class SelectionCB(Callback):
 
     def after_pred(self):
         self._unfreeze()                     # the train forward is done (validation must see tracked statistics again)
-        if self.learn.training and not self.selector.needs_scores:
+        if self.learn.training and (not self.selector.needs_scores or self.whole):
             self.correct += (self.learn.preds.argmax(1) == self.learn.yb).sum(); self.acc_n += len(self.learn.yb)
 
     def after_batch(self):

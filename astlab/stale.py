@@ -60,10 +60,11 @@ class StaleScoreCB(SelectionCB):
                  explore:float=0.1,        # share of left-out samples drawn at random
                  rescale:bool=False,       # weight explored samples 1/explore (InfoBatch's unbiased rescaling)
                  anneal_epochs:int=0,      # the last this-many epochs draw everything
-                 generator:torch.Generator|None=None): # RNG for chunk order and exploration
+                 generator:torch.Generator|None=None, # RNG for chunk order and exploration
+                 start_epochs:int=0):      # the first this-many epochs draw everything
         super().__init__(FullSelector(), scorer, generator=generator)
         self.epoch_selector, self.sampler, self.n = selector, sampler, n
-        self.explore, self.rescale, self.anneal_epochs = explore, rescale, anneal_epochs
+        self.explore, self.rescale, self.anneal_epochs, self.start_epochs = explore, rescale, anneal_epochs, start_epochs
         self.table = self.weight = None
 
     def before_fit(self):
@@ -77,7 +78,7 @@ class StaleScoreCB(SelectionCB):
         if resumed: return                                  # the epoch's draw came back with the checkpoint
         L = self.learn
         self.epoch_selector.set_epoch(L.epoch)
-        if L.epoch >= L.epochs - self.anneal_epochs:
+        if L.epoch >= L.epochs - self.anneal_epochs or L.epoch < self.start_epochs:
             draw, explored = torch.ones(self.n, dtype=torch.bool, device=self.table.device), None
         else: draw, explored = draw_from_table(self.table, self.epoch_selector, L.train_dl.batch_size, self.explore,
                                                self.generator)

@@ -21,6 +21,8 @@ from .checkpoint import CheckpointCB, CheckpointError, load_checkpoint, restore_
 from .preflight import check_writable, warn_ignored
 from .sparse import SelectionCB
 from .stale import StaleScoreCB, IndexSampler, stale_loader
+from .epoch import EpochSelectionCB
+from .selection import EpochSelector
 from .budget import budget_plan, BudgetCB, NoisyPickCB
 from .distributed import init_distributed, world_size, rank, is_main, all_reduce_sum, shard_indices
 
@@ -234,7 +236,7 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
         check_writable([(cfg.logging.output_dir, False, out), (ck_dir, False, out),
                         (cfg.logging.jsonl_path, True, '--jsonl-path (logging.jsonl_path)'),
                         (ck['meta'].get('results_path') if ck else None, True, out)])
-    if world > 1 and a.scoring == 'stale':
+    if world > 1 and (a.scoring == 'stale' or a.method in ('rs2', 'infobatch')):
         raise ConfigError("ast.scoring 'stale' runs in one process for now: use ast.scoring=fresh with torchrun")
     amp_dtype, amp_note = resolve_amp(t.mixed_precision, device)
     if device.type != 'cuda' and t.mixed_precision: log(f"note: {amp_note}")
@@ -267,7 +269,7 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
                              ema=a.ema, kp_warmup_epochs=a.kp_warmup_epochs, ki_warmup_epochs=a.ki_warmup_epochs,
                              sb_beta=a.sb_beta, sb_history=a.sb_history, normalize=a.normalize, bucket=a.bucket,
                              sharpness=math.inf if a.sharpness is None else a.sharpness, weight_clip=a.weight_clip,
-                             uniform_floor=a.uniform_floor)
+                             uniform_floor=a.uniform_floor, prune=a.infobatch_prune, delta=a.infobatch_delta)
     if world > 1 and hasattr(selector, 'rate_reduce'):   # one global controller: every rank sees the global rate
         selector.rate_reduce = lambda count, n: all_reduce_sum(count, n, device=device)
     gen = torch.Generator().manual_seed(t.seed + 1 + rank())
@@ -276,12 +278,17 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     hist = HistoryCB(RunMeter(flops, energy, reduce=reduce), jsonl_path=cfg.logging.jsonl_path if is_main() else None)
     nonfinite = NonFiniteCB()
     scorer = get_scorer(a.scorer, entropy_weight=a.entropy_weight)
-    if stale:
+    if stale or isinstance(selector, EpochSelector):
         sampler = IndexSampler(len(bundle.train_ds), generator=train_dl.generator)
         train_dl = stale_loader(train_dl, sampler)
+    if isinstance(selector, EpochSelector):   # rs2, infobatch: the draw is the method; InfoBatch's table holds losses
+        selcb = EpochSelectionCB(selector, sampler, len(bundle.train_ds), get_scorer('loss'), start_epochs=a.start_epoch,
+                                 anneal_epochs=a.anneal_epochs, generator=gen)
+    elif stale:
         selcb = StaleScoreCB(selector, sampler, len(bundle.train_ds), scorer, explore=explore, rescale=a.rescale,
-                             anneal_epochs=a.anneal_epochs, generator=gen)
-    else: selcb = SelectionCB(selector, scorer, generator=gen, bn_stats=a.bn_stats, score_scale=a.score_scale)
+                             anneal_epochs=a.anneal_epochs, generator=gen, start_epochs=a.start_epoch)
+    else: selcb = SelectionCB(selector, scorer, generator=gen, bn_stats=a.bn_stats, score_scale=a.score_scale,
+                              start_epochs=a.start_epoch, anneal_epochs=a.anneal_epochs, interrupt_every=a.interrupt_every)
     plan = budget_plan(t.epochs, len(train_dl), t.budget)     # budget < 1: fewer steps, schedule decayed within them
     cbs = [selcb,
            LRSchedCB(t.lr, t.min_lr, epochs=plan.lr_epochs, warmup_epochs=t.warmup_epochs * t.budget),
@@ -306,7 +313,7 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     cbs += [CheckpointCB(ck_dir, meta=dict(run_name=name, results_path=str(results_path), config=redact(cfg.to_dict()))),
             SignalCB(), *extra_cbs]
     learn = Learner(model, train_dl, val_dl, opt, cbs=cbs, device=device, amp_dtype=amp_dtype,
-                    grad_accum_steps=t.grad_accum_steps, channels_last=channels_last)
+                    grad_accum_steps=t.grad_accum_steps, channels_last=channels_last, eval_every=t.eval_every)
     if ck is not None:
         restore_learner(learn, ck)
         log(f"resumed from {ckpt}: epoch {learn.start_epoch + 1}, batch {learn.skip_batches + 1}")

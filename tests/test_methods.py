@@ -92,3 +92,70 @@ def test_soft_resume_mid_epoch_is_exact(tmp_path, ov):
     assert history(res) == history(ref)
     a, b = final_weights(tmp_path/'run'), final_weights(tmp_path/'ref')
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------------------------------------ epoch-level methods
+
+@pytest.mark.parametrize('bad, key', [
+    (['ast.method=rs2', 'ast.scoring=stale'], 'ast.scoring'),
+    (['ast.method=infobatch', 'ast.interrupt_every=2'], 'ast.interrupt_every'),
+    (['ast.scoring=stale', 'ast.interrupt_every=2'], 'ast.interrupt_every'),
+    (['ast.start_epoch=6', 'ast.anneal_epochs=5'], 'ast.start_epoch'),
+    (['ast.method=infobatch', 'ast.infobatch_prune=1.0'], 'ast.infobatch_prune'),
+])
+def test_schedule_relations(bad, key):
+    with pytest.raises(ConfigError, match=key.replace('.', r'\.')): load_config(overrides=bad)
+
+
+def test_rs2_counts_only_what_it_draws(tmp_path):
+    res = quiet(cfg_for(tmp_path, 'ast.method=rs2', 'ast.target_activation=0.25'))
+    t = res['totals']
+    N = t['samples_seen'] // 3
+    assert t['samples_scored'] == 0 and t['samples_trained'] == 3 * round(0.25 * N)
+    assert t['flops'] == pytest.approx(t['samples_trained'] * res['flops_per_sample']['fwd_bwd'])
+    assert t['activation_rate'] == pytest.approx(round(0.25 * N) / N)
+
+
+def test_infobatch_prunes_after_a_full_first_epoch_and_anneals(tmp_path):
+    res = quiet(cfg_for(tmp_path, 'ast.method=infobatch', 'training.epochs=4', 'ast.infobatch_delta=0.5'))
+    rates = [r['activation_rate'] for r in res['training_history']]
+    assert rates[0] == 1.0 and rates[-1] == 1.0 and 0.5 < rates[1] < 1.0 and 0.5 < rates[2] < 1.0, rates  # e > 2: full
+    res = quiet(cfg_for(tmp_path/'tgt', 'ast.method=infobatch', 'ast.infobatch_prune=null', 'ast.target_activation=0.4',
+                        'training.epochs=4', 'ast.infobatch_delta=1.0'))
+    rates = [r['activation_rate'] for r in res['training_history']]
+    assert rates[0] == 1.0 and all(abs(r - 0.4) < 0.02 for r in rates[1:]), rates
+    assert res['totals']['samples_scored'] == 0
+
+
+def test_start_anneal_interrupt_for_a_per_batch_method(tmp_path):
+    res = quiet(cfg_for(tmp_path, 'ast.method=topk', 'ast.start_epoch=1', 'ast.anneal_epochs=1', 'training.epochs=3'))
+    h = res['training_history']
+    assert [r['activation_rate'] for r in h][0::2] == [1.0, 1.0] and h[1]['activation_rate'] < 0.3
+    res = quiet(cfg_for(tmp_path/'int', 'ast.method=topk', 'ast.interrupt_every=2', 'training.epochs=1'))
+    assert 0.55 < res['totals']['activation_rate'] < 0.7                 # half the batches whole, half at 0.25
+    assert res['totals']['samples_scored'] < res['totals']['samples_seen']  # whole batches skip the score pass
+
+
+@pytest.mark.parametrize('ov', [['ast.method=rs2', 'ast.target_activation=0.4'],
+                                ['ast.method=infobatch', 'ast.infobatch_delta=1.0'],
+                                ['ast.sharpness=2', 'ast.interrupt_every=3', 'ast.start_epoch=1']])
+def test_epoch_and_schedule_resume_mid_epoch_is_exact(tmp_path, ov):
+    ref = quiet(cfg_for(tmp_path/'ref', *ov))
+    part = quiet(cfg_for(tmp_path/'run', *ov), extra_cbs=(StopAt(1, 1),))
+    assert not part['complete']
+    res = quiet(cfg_for(tmp_path/'run', *ov), resume='auto')
+    assert history(res) == history(ref)
+    a, b = final_weights(tmp_path/'run'), final_weights(tmp_path/'ref')
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------------------------------------ eval_every
+
+def test_eval_every_skips_evaluations_but_not_the_last(tmp_path):
+    res = quiet(cfg_for(tmp_path, 'training.eval_every=2', 'ast.method=random'))
+    vals = [r['val_acc'] for r in res['training_history']]
+    assert vals[0] is None and vals[1] is not None and vals[2] is not None    # epochs 2 and 3 (the last)
+    assert res['best_accuracy'] == max(vals[1:])
+    saved = json.loads(Path(res['results_path']).read_text())
+    assert saved['training_history'][0]['val_acc'] is None if isinstance(saved['training_history'], list) else \
+        saved['training_history']['val_acc'][0] is None
