@@ -25,8 +25,11 @@ WORKER = textwrap.dedent('''
     rec = Thresholds()
     out, overrides = sys.argv[1], sys.argv[2:]
     res = train(load_config(overrides=overrides), log=lambda *a: None, extra_cbs=(rec,))
+    from astlab.train import HistoryCB
+    local_j = rec.learn.cb(HistoryCB).meter._energy_last_j        # this rank's own energy (proxy), not reduced
     torch.save(dict(thresholds=rec.t, trained=rec.k, model=_module(rec.learn.model).state_dict(),
-                    world=res['world_size'], history=history_rows(res)), f"{out}/rank{rank()}.pt")
+                    world=res['world_size'], history=history_rows(res), local_j=local_j,
+                    energy_j=res['totals']['energy_j']), f"{out}/rank{rank()}.pt")
 ''')
 
 
