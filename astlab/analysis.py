@@ -14,10 +14,10 @@ from .meters import history_rows
 from .preflight import check_writable
 
 # %% auto #0
-__all__ = ['load_results', 'results_table', 'run_panels', 'energy_label', 'plot_run', 'plot_comparison', 'pareto_front',
-           'plot_pareto', 'plot_traces', 'write_report', 'analyze_cli']
+__all__ = ['load_results', 'results_table', 'run_panels', 'energy_label', 'plot_run', 'plot_comparison', 'phase_table',
+           'plot_phases', 'pareto_front', 'plot_pareto', 'plot_traces', 'write_report', 'analyze_cli']
 
-# %% ../nbs/10_analysis.ipynb #5
+# %% ../nbs/10_analysis.ipynb #13
 def load_results(results_dir, latest_only:bool=True) -> list:
     "`final_results_*.json` under `results_dir`, oldest first; with `latest_only` the newest file per run name."
     out = {}
@@ -46,7 +46,7 @@ def results_table(results:list) -> pd.DataFrame:
                          wall_min=r['total_time_hours']*60, complete=r.get('complete')))
     return pd.DataFrame(rows)
 
-# %% ../nbs/10_analysis.ipynb #7
+# %% ../nbs/10_analysis.ipynb #15
 def run_panels(res:dict) -> list:
     "The panels a run has something to show in: activation (not for full data), threshold (only with a controller), accuracy, cost."
     h = history_rows(res)
@@ -136,7 +136,35 @@ def plot_comparison(results:list, fname=None, title='validation accuracy vs coun
     if fname: fig.savefig(fname, dpi=110); plt.close(fig)
     return fig
 
-# %% ../nbs/10_analysis.ipynb #9
+# %% ../nbs/10_analysis.ipynb #10
+_PHASES = ('data', 'score', 'train', 'optimizer', 'eval', 'checkpoint', 'resume', 'other')
+
+def phase_table(results:list) -> pd.DataFrame:
+    "One row per run with a phase breakdown: seconds per phase and `share_<phase>` of their sum."
+    rows = []
+    for r in results:
+        ph = r.get('phase_s') or {}
+        if not ph: continue
+        tot = sum(ph.values()) or 1.0
+        rows.append(dict(run=r.get('run_name', Path(r.get('results_path', 'run')).stem), method=r.get('method'),
+                         **{k: ph.get(k, 0.0) for k in _PHASES}, **{f'share_{k}': ph.get(k, 0.0) / tot for k in _PHASES}))
+    return pd.DataFrame(rows)
+
+def plot_phases(results:list, fname=None):
+    "Stacked bars: each run's seconds per phase."
+    import matplotlib.pyplot as plt
+    df = phase_table(results)
+    fig, ax = plt.subplots(figsize=(7.5, 0.5 + 0.45 * max(len(df), 1)))
+    left = np.zeros(len(df))
+    for k in _PHASES:
+        if len(df) and df[k].sum() > 0:
+            ax.barh(df['run'], df[k], left=left, label=k); left += df[k].to_numpy()
+    ax.set(xlabel='seconds', title='where the time goes'); ax.legend(fontsize=7, ncol=4, loc='lower right')
+    fig.tight_layout()
+    if fname: fig.savefig(fname, dpi=100); plt.close(fig)
+    return fig
+
+# %% ../nbs/10_analysis.ipynb #18
 def pareto_front(df:pd.DataFrame,   # one row per run (see `results_table`)
                  x:str='gflops',    # cost column: lower is better
                  y:str='best_acc',  # quality column: higher is better
@@ -150,7 +178,7 @@ def pareto_front(df:pd.DataFrame,   # one row per run (see `results_table`)
         on.append(bool(ok[i] and not dom.any()))
     return pd.Series(on, index=df.index, name='pareto')
 
-# %% ../nbs/10_analysis.ipynb #12
+# %% ../nbs/10_analysis.ipynb #21
 def _data_uri(fig, dpi=100) -> str:
     "A matplotlib figure as a `data:image/png;base64,...` URI."
     buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=dpi)
@@ -185,7 +213,7 @@ def plot_traces(res:dict):
     return fig
 
 
-# %% ../nbs/10_analysis.ipynb #13
+# %% ../nbs/10_analysis.ipynb #22
 _COLS = [('run', 'run'), ('method', 'method'), ('target', 'target'), ('best_acc', 'best accuracy'),
          ('gflops', 'counted GFLOPs'), ('energy_savings', 'FLOPs saved'), ('energy_kj', 'energy (kJ)'), ('energy_source', 'energy source'),
          ('wall_min', 'wall time (min)'), ('tracking_error', 'tracking error'), ('epochs', 'epochs'),
@@ -260,7 +288,7 @@ counted FLOPs.</p>
     _atomic_write(out, page)
     return out
 
-# %% ../nbs/10_analysis.ipynb #14
+# %% ../nbs/10_analysis.ipynb #23
 @call_parse
 def analyze_cli(results_dir:str='results', # directory holding final_results_*.json
                 plot:bool=False,           # write per-run PNGs and the comparison chart into results_dir/plots
@@ -279,12 +307,14 @@ def analyze_cli(results_dir:str='results', # directory holding final_results_*.j
     df = results_table(res)
     with pd.option_context('display.width', 200, 'display.max_columns', 30):
         print(df.drop(columns=['complete']).round(4).to_string(index=False))
+        ph = phase_table(res)
+        if len(ph): print('\nwhere the time goes (seconds):\n' + ph[['run', *_PHASES]].round(2).to_string(index=False))
     if csv: df.to_csv(csv, index=False)
     if plot:
         import matplotlib; matplotlib.use('Agg')
         out = Path(results_dir)/'plots'; out.mkdir(parents=True, exist_ok=True)
         for r in res: plot_run(r, out/f"{r.get('run_name', 'run')}.png")
-        plot_comparison(res, out/'comparison.png')
+        plot_comparison(res, out/'comparison.png'); plot_phases(res, out/'phases.png')
         print(f"plots: {out}")
     if report: print(f"report: {write_report(results_dir)}")
     return 0

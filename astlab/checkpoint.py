@@ -74,8 +74,12 @@ class CheckpointCB(Callback):
         self.dir, self.meta, self.best = Path(dirpath), dict(meta or {}), -1.0
     def _save(self, name, mid_epoch):
         if not is_main(): return None                       # DDP: rank 0 writes, the others hold the same weights
+        prev = self.learn.phases.phase if self.learn.phases is not None else None
+        self.learn.mark('checkpoint')
         st = learner_state(self.learn, mid_epoch) | dict(meta=self.meta, epoch_complete=not mid_epoch)
-        return save_checkpoint(st, self.dir/name)
+        path = save_checkpoint(st, self.dir/name)
+        if prev: self.learn.mark(prev)
+        return path
     def after_epoch(self):
         self.last = self._save('last.pt', mid_epoch=False)
         acc = self.learn.val_acc

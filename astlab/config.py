@@ -46,6 +46,7 @@ class DatasetConfig:
     label_column:str='label' # hf: column holding the class index
     num_classes:Optional[int]=_f(None, ge=1) # None: infer from the data
     image_size:int=_f(32, ge=1) # square side length fed to the model, pixels
+    crop_scale_min:float=_f(0.08, gt=0, le=1) # >= 64 px: RandomResizedCrop's smallest area share (torchvision reference 0.08)
     num_samples:Optional[int]=_f(None, ge=1) # synthetic: dataset size; others: subsample to this many
     val_fraction:float=_f(0.2, gt=0, lt=1) # share held out for validation when there is no val split
     label_noise:float=_f(0.0, ge=0, lt=1) # share of TRAINING labels flipped to another class (fixed seed; validation stays clean)
@@ -78,7 +79,7 @@ class ASTConfig:
     start_epoch:int=_f(0, ge=0) # any method: the first this-many epochs train on all data (no score pass)
     anneal_epochs:int=_f(0, ge=0) # any method: the last this-many epochs train on all data
     interrupt_every:int=_f(0, ge=0) # per-batch methods: every k-th batch trains whole (Composer's interrupt; 0 = off)
-    bucket:int=_f(1, ge=1) # round each batch's active count up to a multiple of this (8 on GPUs: fewer shapes)
+    bucket:int=_f(1, ge=1) # round each batch's active count up to a multiple of this (fewer shapes; GPU speed-up not measured)
     score_scale:float=_f(1.0, gt=0, le=1) # fresh: score at this fraction of the resolution (cheaper score pass)
     entropy_weight:float=_f(1.0, ge=0) # significance = loss + entropy_weight * entropy
     min_active:int=_f(2, ge=1) # train on at least this many samples per batch (>= 2 for BatchNorm)
@@ -92,13 +93,17 @@ class TrainingConfig:
     eval_every:int=_f(1, ge=1) # validate every k epochs and always after the last (skipped epochs: val_acc null)
     budget:float=_f(1.0, gt=0, le=1) # train this fraction of `epochs`' steps, LR schedule decayed within them (budget-matched baseline)
     batch_size:int=_f(128, ge=1) # samples scored per step
-    lr:float=_f(0.1, ge=0) # peak learning rate
+    lr:float=_f(0.1, ge=0) # peak learning rate (of the global batch: DDP does not scale it unless scale_lr)
+    scale_lr:bool=False # DDP: multiply lr and min_lr by the number of processes (linear scaling rule)
     min_lr:float=_f(0.0, ge=0) # learning rate at the end of the cosine schedule
     warmup_epochs:int=_f(0, ge=0) # linear learning-rate warm-up
     optimizer:str=_f('sgd', choices=('sgd', 'adamw')) # optimiser
     momentum:float=_f(0.9, ge=0, le=1) # SGD momentum
     nesterov:bool=True # SGD Nesterov momentum
     weight_decay:float=_f(5e-4, ge=0) # L2 penalty / decoupled decay for adamw
+    embedding_weight_decay:Optional[float]=_f(None, ge=0) # ViTs: decay of class token / position embeddings (None: weight_decay; reference 0)
+    label_smoothing:float=_f(0.0, ge=0, lt=1) # train-pass cross-entropy label smoothing (ViT reference 0.11); scores use plain loss
+    grad_clip_norm:Optional[float]=_f(None, gt=0) # clip the gradient's global norm before each step (ViT reference 1.0; None: off)
     num_workers:int=_f(0, ge=0) # DataLoader worker processes
     mixed_precision:bool=True # use AMP where the device supports it
     grad_accum_steps:int=_f(1, ge=1) # batches per optimiser step

@@ -4,7 +4,8 @@
 
 # %% ../nbs/04_data.ipynb #2
 from __future__ import annotations
-import io, os, re, warnings
+import io, os, random, re, warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -19,21 +20,34 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 from .config import Config, config_from_dict
 
 # %% auto #0
-__all__ = ['SPLIT_SEED', 'IMAGENET_MEAN', 'IMAGENET_STD', 'DATASET_TYPES', 'DataError', 'IndexedDataset', 'collate_indexed',
-           'stratified_pick', 'TensorImages', 'DataBundle', 'describe', 'train_transform', 'val_transform',
-           'BadImageWarning', 'ImageDataset', 'ImageFiles', 'dataset_label', 'HFImages', 'flip_labels',
-           'dataset_labels', 'NoisyLabels', 'get_datasets', 'AstDataLoader', 'get_dataloaders']
+__all__ = ['SPLIT_SEED', 'IMAGENET_MEAN', 'IMAGENET_STD', 'DATASET_TYPES', 'DataError', 'seeded_augmentation', 'IndexedDataset',
+           'collate_indexed', 'stratified_pick', 'TensorImages', 'DataBundle', 'describe', 'train_transform',
+           'val_transform', 'BadImageWarning', 'ImageDataset', 'ImageFiles', 'dataset_label', 'HFImages', 'flip_labels',
+           'dataset_labels', 'NoisyLabels', 'get_datasets', 'mix_seed', 'EpochSampler', 'AstDataLoader',
+           'get_dataloaders']
 
 # %% ../nbs/04_data.ipynb #5
 class DataError(ValueError):
     "A data problem: the message names the config key or file, and says what to do."
 
+@contextmanager
+def seeded_augmentation(seed:int):
+    "Inside: torch's CPU generator and python's `random` start from `seed`; both are put back afterwards."
+    g, st, py = torch.default_generator, torch.default_generator.get_state(), random.getstate()
+    g.manual_seed(seed); random.seed(seed)
+    try: yield
+    finally: g.set_state(st); random.setstate(py)
+
 class IndexedDataset(Dataset):
     "Wrap a dataset of `(x, y)` pairs so that item `i` is `(x, y, i)`; `None` items (unreadable) stay `None`."
     def __init__(self, ds:Dataset): self.ds = ds
     def __len__(self): return len(self.ds)
-    def __getitem__(self, i:int):
-        item = self.ds[i]
+    def __getitem__(self, key):
+        "`key` is an index, or `(index, seed)` from an `EpochSampler`: the item's random augmentation then uses `seed`."
+        if isinstance(key, (tuple, list)):
+            i, seed = key
+            with seeded_augmentation(seed): item = self.ds[i]
+        else: i, item = key, self.ds[key]
         if item is None: return None
         return item[0], int(item[1]), int(i)
     def __repr__(self): return f"IndexedDataset({self.ds!r}, n={len(self)})"
@@ -166,9 +180,10 @@ def _synthetic(cfg:Config) -> DataBundle:
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def train_transform(size:int, # output side S, pixels
+                    scale_min:float=0.08, # from 64 px: smallest area share of the random-resized crop (`dataset.crop_scale_min`)
                    ) -> Callable: # RGB PIL image -> normalised (3, S, S) tensor
     "Training augmentation: random-resized crop from 64 px up, else resize + pad-and-crop; horizontal flip."
-    crop = ([T.RandomResizedCrop(size, scale=(0.35, 1))] if size >= 64
+    crop = ([T.RandomResizedCrop(size, scale=(scale_min, 1))] if size >= 64
             else [T.Resize(size), T.RandomCrop(size, padding=size // 8)])
     return T.Compose([*crop, T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
@@ -294,7 +309,7 @@ def _folder(cfg:Config) -> DataBundle:
         train, val = [train[i] for i in tr], [train[i] for i in va]
     train = [train[i] for i in _cap([c for _, c in train], d.num_samples)]
     val = [val[i] for i in _cap([c for _, c in val], _val_cap(d))]
-    return DataBundle(IndexedDataset(ImageFiles(train, train_transform(S), d.on_bad_image)),
+    return DataBundle(IndexedDataset(ImageFiles(train, train_transform(S, d.crop_scale_min), d.on_bad_image)),
                       IndexedDataset(ImageFiles(val, val_transform(S), d.on_bad_image)),
                       len(classes), classes, S, dataset_label(d.train_dir))
 
@@ -427,9 +442,9 @@ def _hf(cfg:Config) -> DataBundle:
     if len(va) < len(yv): val, yv = val.select(va), yv[va]
     name = dataset_label(d.name) + (f"-{d.config}" if d.config else '')
     mk = lambda ds, labels, tf: IndexedDataset(HFImages(ds, d.image_column, labels, tf, d.on_bad_image, name))
-    return DataBundle(mk(train, y, train_transform(S)), mk(val, yv, val_transform(S)), len(classes), classes, S, name)
+    return DataBundle(mk(train, y, train_transform(S, d.crop_scale_min)), mk(val, yv, val_transform(S)), len(classes), classes, S, name)
 
-# %% ../nbs/04_data.ipynb #9adae9d3
+# %% ../nbs/04_data.ipynb #40
 def flip_labels(labels,               # clean class of each training sample
                 fraction:float,       # share to flip, 0 <= fraction < 1
                 num_classes:int,      # classes to flip among
@@ -465,7 +480,7 @@ class NoisyLabels(Dataset):
         return item[0], int(self.labels[i]), item[2]
     def __repr__(self): return f"NoisyLabels({self.ds!r}, flipped={int(self.flipped.sum())})"
 
-# %% ../nbs/04_data.ipynb #40
+# %% ../nbs/04_data.ipynb #43
 DATASET_TYPES = {'digits': _digits, 'synthetic': _synthetic, 'folder': _folder, 'hf': _hf} # dataset.type -> builder
 
 def get_datasets(cfg:Config, # run config (a `{section: {key: value}}` dict is validated first)
@@ -483,7 +498,36 @@ def get_datasets(cfg:Config, # run config (a `{section: {key: value}}` dict is v
                             "settings (paths, splits, num_samples) and that the data is there.")
     return b
 
-# %% ../nbs/04_data.ipynb #43
+# %% ../nbs/04_data.ipynb #47
+_M64 = (1 << 64) - 1
+def mix_seed(*xs:int) -> int:
+    "A 63-bit seed from integers (splitmix64 over them): nearby inputs give unrelated seeds."
+    h = 0x9E3779B97F4A7C15
+    for x in xs:
+        h = (h ^ (int(x) & _M64)) * 0xBF58476D1CE4E5B9 & _M64
+        h = (h ^ (h >> 27)) * 0x94D049BB133111EB & _M64
+        h ^= h >> 31
+    return h >> 1
+
+class EpochSampler(torch.utils.data.Sampler):
+    "A pass over `indices` whose order is a function of `(seed, epoch)`; yields `(index, augmentation seed)` keys."
+    def __init__(self, n:int, # dataset size (`indices` starts as all of them; stale scoring narrows it per epoch)
+                 seed:int=0, # the run's seed
+                 shuffle:bool=True, # False: in order
+                 rank:int=0, world:int=1): # DDP: this rank's share, every `world`-th of an equal-length prefix
+        self.indices, self.seed, self.shuffle, self.rank, self.world, self.epoch = torch.arange(n), seed, shuffle, rank, world, 0
+    def set_epoch(self, epoch:int): self.epoch = epoch
+    def _order(self) -> list:
+        o = self.indices
+        if self.shuffle: o = o[torch.randperm(len(o), generator=torch.Generator().manual_seed(mix_seed(self.seed, self.epoch)))]
+        if self.world > 1: o = o[:len(o) - len(o) % self.world][self.rank::self.world]
+        return o.tolist()
+    def __iter__(self):
+        base = mix_seed(self.seed, self.epoch, 1)
+        return iter([(i, mix_seed(base, i)) for i in self._order()])
+    def __len__(self): return len(self.indices) // self.world if self.world > 1 else len(self.indices)
+
+# %% ../nbs/04_data.ipynb #50
 class AstDataLoader(DataLoader):
     "A `DataLoader` that leaves out batches with fewer than `min_batch` readable items (`collate_indexed` drops unreadable ones)."
     def __init__(self, *args, min_batch:int=1, **kwargs):
@@ -513,7 +557,8 @@ def get_dataloaders(cfg:Config, # run config: `dataset` for the data, `training`
     t, n = cfg.training, len(bundle.train_ds)
     common = dict(batch_size=t.batch_size, num_workers=t.num_workers, collate_fn=collate_indexed,
                   pin_memory=str(device).startswith('cuda'), persistent_workers=t.num_workers > 0)
-    train_dl = AstDataLoader(bundle.train_ds, shuffle=True, generator=torch.Generator().manual_seed(t.seed),
+    # the loader's own generator only seeds worker processes, which draw nothing: order and augmentation are the sampler's
+    train_dl = AstDataLoader(bundle.train_ds, sampler=EpochSampler(n, t.seed), generator=torch.Generator().manual_seed(t.seed),
                              drop_last=n > t.batch_size, min_batch=min(2, n), **common)
     val_dl = AstDataLoader(bundle.val_ds, shuffle=False, **common)
     return train_dl, val_dl, bundle

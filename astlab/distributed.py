@@ -9,9 +9,9 @@ import torch, torch.distributed as dist
 
 # %% auto #0
 __all__ = ['world_size', 'rank', 'is_main', 'init_distributed', 'group_device', 'all_reduce_sum', 'agree', 'shard_indices',
-           'cleanup']
+           'cleanup', 'sum_over_ranks']
 
-# %% ../nbs/06a_distributed.ipynb #5
+# %% ../nbs/06a_distributed.ipynb #13
 def world_size() -> int: return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 def rank() -> int: return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 def is_main() -> bool: return rank() == 0
@@ -58,3 +58,24 @@ def shard_indices(n:int) -> list:
 
 def cleanup():
     if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
+
+# %% ../nbs/06a_distributed.ipynb #9
+def sum_over_ranks(vals:dict, # name -> python number or 0-d tensor
+                   device=None, # the process group's device (where the collective runs)
+                  ) -> dict:    # name -> python float, summed over ranks
+    "Sum every value of `vals` over ranks with one collective and one host read (none if all are host numbers, alone)."
+    if not vals: return {}
+    keys, world = list(vals), world_size()
+    dev = torch.device(device) if device is not None else None
+    on_dev = [k for k in keys if isinstance(vals[k], torch.Tensor)]
+    host = [k for k in keys if k not in on_dev]
+    if world == 1 and not on_dev: return {k: float(vals[k]) for k in keys}
+    if dev is None: dev = vals[on_dev[0]].device if on_dev else (group_device() if world > 1 else torch.device('cpu'))
+    parts = [torch.stack([vals[k].detach().reshape(()).double() for k in on_dev])] if on_dev else []
+    if parts and parts[0].device != dev: parts[0] = parts[0].to(dev, non_blocking=True)
+    if host:
+        h = torch.tensor([float(vals[k]) for k in host], dtype=torch.float64)
+        parts.append(h.to(dev, non_blocking=True) if dev.type != 'cpu' else h)
+    t = torch.cat(parts)
+    if world > 1: dist.all_reduce(t)
+    return dict(zip(on_dev + host, t.tolist()))

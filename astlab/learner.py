@@ -8,7 +8,7 @@ import math, time
 from contextlib import nullcontext
 import torch, torch.nn.functional as F
 from torch import nn
-from .distributed import world_size, all_reduce_sum, agree
+from .distributed import world_size, all_reduce_sum, agree, sum_over_ranks
 
 # %% auto #0
 __all__ = ['EVENTS', 'CancelBatchException', 'CancelEpochException', 'CancelFitException', 'Callback', 'get_rng_state',
@@ -61,20 +61,28 @@ class Learner:
                  device='cpu',             # where batches are moved
                  amp_dtype:torch.dtype|None=None, # torch.bfloat16 / torch.float16 for autocast, None: off
                  grad_accum_steps:int=1,   # batches per optimiser step
-                 channels_last:bool=False,  # move inputs to channels_last memory format
+                 channels_last:bool=False, # move inputs to channels_last memory format
+                 label_smoothing:float=0.0, # train-pass cross-entropy label smoothing
+                 grad_clip_norm:float|None=None, # clip the gradients' global norm before each step (None: off)
                  eval_every:int=1):         # validate every k epochs (and always after the last); others: val_acc None
         self.model, self.train_dl, self.val_dl, self.opt = model, train_dl, val_dl, opt
         self.eval_every = max(int(eval_every), 1)
         self.device, self.amp_dtype, self.grad_accum_steps = torch.device(device), amp_dtype, grad_accum_steps
-        self.channels_last = channels_last
+        self.channels_last, self.label_smoothing, self.grad_clip_norm = channels_last, label_smoothing, grad_clip_norm
         self.scaler = torch.amp.GradScaler(self.device.type) if amp_dtype == torch.float16 else None
         self.cbs = []
         for cb in cbs: self.add_cb(cb)
         self.epoch, self.step, self.iter, self.stop_reason, self.start_epoch, self.skip_batches = 0, 0, 0, None, 0, 0
         self.val_acc = self.val_loss = None
         self.resume_state, self.epoch_complete, self.accum_count, self.norm = None, True, 0, 1
+        self.accum_global, self.loss, self.n, self.agreed = 0.0, None, 0, None
+        self.phases, self.n_run = None, 0   # a `PhaseTimer` (set by the trainer): where the time goes; batches run this epoch
         self.world = world_size()
         self._amp_skipped = torch.zeros((), dtype=torch.long)   # optimiser steps the GradScaler skipped (inf/NaN grads)
+
+    def mark(self, phase:str):
+        "Charge the time from here on to `phase` (data, score, train, optimizer, eval, checkpoint, resume, other)."
+        if self.phases is not None: self.phases.mark(phase)
 
     def add_cb(self, cb):
         cb.learn = self; self.cbs.append(cb); self.cbs.sort(key=lambda c: c.order); return cb
@@ -93,7 +101,21 @@ class Learner:
         x, y, idx = b
         x = x.to(self.device, non_blocking=True)
         if self.channels_last and x.dim() == 4: x = x.contiguous(memory_format=torch.channels_last)
+        # the indices travel with the batch (per-sample tables on the device index with them: no blocking copy later)
+        idx = idx.to(self.device, non_blocking=True) if isinstance(idx, torch.Tensor) else idx
         return x, y.to(self.device, non_blocking=True), idx
+
+    def agree_batch(self) -> dict:
+        """What the callbacks must agree on in this batch (their `batch_values()`), summed over ranks: computed once, on
+        first use, with one collective and one host read — instead of one per decision."""
+        if self.agreed is None:
+            vals = {}
+            for cb in self.cbs:
+                f = getattr(cb, 'batch_values', None)
+                if f is not None: vals.update(f())
+            if self.world > 1: vals['_n'] = self.n      # samples trained on this rank (0 if the batch was cancelled)
+            self.agreed = sum_over_ranks(vals, self.device)
+        return self.agreed
 
     # ---- training -------------------------------------------------------------------------------------------------
     def _backward(self, last:bool=True):
@@ -104,16 +126,19 @@ class Learner:
     def _exact(self) -> bool: return self.grad_accum_steps == 1 and self.world == 1
 
     def _opt_step(self):
+        self.mark('optimizer')
         if self.scaler: self.scaler.unscale_(self.opt)
         if not self._exact():
             # each backward divided its loss sum by `norm`; DDP then averaged over ranks: rescale the gradients to the
-            # mean over every sample trained in the window, anywhere
-            total = self.accum_count if self.world == 1 else all_reduce_sum(self.accum_count, device=self.device)[0]
+            # mean over every sample trained in the window, anywhere (the global count came with each batch's collective)
+            total = self.accum_count if self.world == 1 else self.accum_global
             f = self.world * self.norm / total if total > 0 else 1.0
             if f != 1.0:
                 for g in self.opt.param_groups:
                     for p in g['params']:
                         if p.grad is not None: p.grad.mul_(f)
+        if self.grad_clip_norm:   # on the true (unscaled, normalised) gradient
+            torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g['params']], self.grad_clip_norm)
         if self.scaler:
             scale = self.scaler._scale.clone()
             self.scaler.step(self.opt); self.scaler.update()
@@ -122,7 +147,7 @@ class Learner:
         else: self.opt.step()
         self.step += 1
         self('after_step')
-        self.opt.zero_grad(set_to_none=True); self.accum_count = 0
+        self.opt.zero_grad(set_to_none=True); self.accum_count, self.accum_global = 0, 0.0
 
     @property
     def amp_skipped_steps(self) -> int:
@@ -130,12 +155,14 @@ class Learner:
         return int(self._amp_skipped)
 
     def _one_batch(self):
-        self.weights = None
+        self.weights, self.loss, self.n, self.agreed = None, None, 0, None
         if self.accum_count == 0: self.norm = len(self.yb) * self.grad_accum_steps   # per window; equal on every rank
+        self.mark('score')
         self('before_batch')                                  # a selection callback may shrink xb/yb (and set weights)
+        self.mark('train')
         with self.autocast():
             self.preds = self.model(self.xb); self('after_pred')
-            ce = F.cross_entropy(self.preds.float(), self.yb, reduction='none')
+            ce = F.cross_entropy(self.preds.float(), self.yb, reduction='none', label_smoothing=self.label_smoothing)
             self.loss_sum = (ce if self.weights is None else ce * self.weights).sum()
         self.n = len(self.yb)
         self.loss = self.loss_sum.detach() / max(self.n, 1)
@@ -143,27 +170,39 @@ class Learner:
         self('after_loss')
         last = (self.iter + 1) % self.grad_accum_steps == 0 or self.iter + 1 == self.n_iter
         self._backward(last); self.accum_count += self.n
+        if self.world > 1: self.accum_global += self.agree_batch()['_n']   # the global count, from the batch's collective
         self('after_backward')
         if last: self._opt_step()
 
     def _train_epoch(self):
         self.model.train(); self.training = True
-        self.n_iter = len(self.train_dl); self.accum_count = 0
+        self.n_iter = len(self.train_dl); self.accum_count, self.accum_global = 0, 0.0
         self('before_train')
+        sampler = getattr(self.train_dl, 'sampler', None)
+        if hasattr(sampler, 'set_epoch'): sampler.set_epoch(self.epoch)   # an order that is a function of the epoch
         gen = getattr(self.train_dl, 'generator', None)
         lg = self.resume_state.pop('loader_gen', None) if self.resume_state else None
         if lg is not None and gen is not None: gen.set_state(lg)
         self.epoch_gen_state = gen.get_state() if gen is not None else None   # replays this epoch's order on resume
+        self.mark('resume' if self.skip_batches else 'data')
         batches, start = iter(self.train_dl), self.skip_batches
         for _ in range(start): next(batches)                 # a resumed epoch: replay the data order, no compute
         self._restore_rng()
-        self.skip_batches = 0
-        for self.iter, b in enumerate(batches, start=start):
-            self.xb, self.yb, self.idx = self._to(b)
+        self.skip_batches, self.n_run = 0, 0
+        for self.iter, b in enumerate(self._timed(batches), start=start):
+            self.xb, self.yb, self.idx = self._to(b); self.n_run += 1
             try: self._one_batch()
-            except CancelBatchException: self.opt.zero_grad(set_to_none=True); self.accum_count = 0
+            except CancelBatchException: self.opt.zero_grad(set_to_none=True); self.accum_count, self.accum_global = 0, 0.0
             self('after_batch')
         self('after_train')
+
+    def _timed(self, batches):
+        "The batches, with the wait for each one (and its transfer) charged to `data`."
+        while True:
+            self.mark('data')
+            try: b = next(batches)
+            except StopIteration: return
+            yield b
 
     def _restore_rng(self):
         if self.resume_state and 'rng' in self.resume_state: set_rng_state(self.resume_state.pop('rng'))
@@ -177,7 +216,7 @@ class Learner:
     def validate(self):
         "Top-1 accuracy and mean loss on `val_dl` (one host sync, at the end)."
         if self.val_dl is None: return None
-        self.model.eval(); self.training = False
+        self.model.eval(); self.training = False; self.mark('eval')
         self('before_validate')
         correct = torch.zeros((), device=self.device, dtype=torch.long); loss = torch.zeros((), device=self.device); n = 0
         for b in self.val_dl:
@@ -185,8 +224,8 @@ class Learner:
             with self.autocast(): p = self.model(x)
             correct += (p.argmax(1) == y).sum(); loss += F.cross_entropy(p.float(), y, reduction='sum'); n += len(y)
         c, l, n = all_reduce_sum(correct, loss, n, device=self.device)   # each rank holds a shard of the val set
-        self.val_acc, self.val_loss = c / max(n, 1), l / max(n, 1)
-        self('after_validate')
+        self.val_acc, self.val_loss, self.val_n = c / max(n, 1), l / max(n, 1), int(n)
+        self('after_validate'); self.mark('other')
         return self.val_acc
 
     def fit(self, epochs:int):
@@ -209,7 +248,7 @@ class Learner:
         finally: self('after_fit')
         return self
 
-# %% ../nbs/07_learner.ipynb #18
+# %% ../nbs/07_learner.ipynb #20
 class LRSchedCB(Callback):
     "Cosine decay from `lr` to `min_lr` over `epochs`, after a linear warm-up of `warmup_epochs`."
     order = -10
@@ -247,8 +286,9 @@ class TimeLimitCB(Callback):
     def __init__(self, max_minutes:float, elapsed_s:float=0.0): self.limit, self.elapsed0 = max_minutes*60, elapsed_s
     def before_fit(self): self.t0 = time.perf_counter()
     def elapsed(self): return self.elapsed0 + time.perf_counter() - self.t0
+    def batch_values(self): return dict(time_up=self.elapsed() >= self.limit)
     def after_batch(self):
-        if self.learn.at_step_boundary() and agree(self.elapsed() >= self.limit, self.learn.device):
+        if self.learn.at_step_boundary() and self.learn.agree_batch()['time_up'] > 0:
             self.learn.stop_reason = 'max_minutes'; raise CancelFitException()
 
 class SignalCB(Callback):
@@ -264,8 +304,9 @@ class SignalCB(Callback):
         if threading.current_thread() is not threading.main_thread(): return
         for n in self.names:
             sig = getattr(signal, n); self.old[sig] = signal.signal(sig, self._handler)
+    def batch_values(self): return dict(signal=self.received is not None)
     def after_batch(self):
-        if self.learn.at_step_boundary() and agree(self.received is not None, self.learn.device):
+        if self.learn.at_step_boundary() and self.learn.agree_batch()['signal'] > 0:
             self.learn.stop_reason = f'signal:{self.received or "peer"}'; raise CancelFitException()
     def after_fit(self):
         import signal
@@ -276,8 +317,10 @@ class NonFiniteCB(Callback):
     "Skip the step of a batch whose loss is NaN/inf; abort after `max_in_a_row` in a row."
     order = 5
     def __init__(self, max_in_a_row:int=5): self.max, self.in_a_row, self.skipped = max_in_a_row, 0, 0
+    def batch_values(self):   # the loss itself (a sum over ranks is finite only if every rank's is); the bar shows it
+        return {} if self.learn.loss is None else dict(loss=self.learn.loss)
     def after_loss(self):
-        if not agree(not torch.isfinite(self.learn.loss), self.learn.device): self.in_a_row = 0; return
+        if math.isfinite(self.learn.agree_batch()['loss']): self.in_a_row = 0; return
         self.skipped += 1; self.in_a_row += 1
         if self.in_a_row >= self.max:
             raise FloatingPointError(f"{self.in_a_row} non-finite losses in a row (epoch {self.learn.epoch}, batch "

@@ -12,8 +12,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['SEED_HISTORY', 'count_flops', 'flops_per_sample', 'EnergyMeter', 'Timer', 'RunMeter', 'history_columns',
-           'history_rows']
+__all__ = ['PHASES', 'STEP_PHASES', 'SEED_HISTORY', 'count_flops', 'flops_per_sample', 'EnergyMeter', 'Timer', 'PhaseTimer',
+           'RunMeter', 'history_columns', 'history_rows']
 
 # %% ../nbs/06_meters.ipynb #5
 def _logits(out):
@@ -45,7 +45,7 @@ def count_flops(model:nn.Module, # the network; left exactly as it was
     del m
     return dict(fwd=fwd / batch_size, fwd_bwd=fwd_bwd / batch_size)
 
-# %% ../nbs/06_meters.ipynb #12
+# %% ../nbs/06_meters.ipynb #14
 def flops_per_sample(model:nn.Module, # the network (not touched)
                      image_size:int, # side of the square input, pixels
                      device='cpu', # where to measure
@@ -58,7 +58,7 @@ def flops_per_sample(model:nn.Module, # the network (not touched)
         return dict(fwd=b, fwd_bwd=3 * b, source='config')
     return count_flops(model, image_size, device=device, channels=channels) | dict(source='measured')
 
-# %% ../nbs/06_meters.ipynb #15
+# %% ../nbs/06_meters.ipynb #17
 def _cuda_sync(device:torch.device):
     "Wait for the work queued on a CUDA `device`; does nothing elsewhere."
     if device.type == 'cuda' and torch.cuda.is_available(): torch.cuda.synchronize(device)
@@ -127,7 +127,7 @@ class EnergyMeter:
         self._nvml = None  # counter lost mid-interval: report the proxy for the whole interval
         return self.elapsed() * self.tdp_watts
 
-# %% ../nbs/06_meters.ipynb #18
+# %% ../nbs/06_meters.ipynb #20
 class Timer:
     "Stopwatch for steps: `start()`/`stop()` laps; CUDA event pairs on GPU (resolved on read), `perf_counter` elsewhere."
     def __init__(self, device='cpu', # device whose work is being timed
@@ -185,7 +185,36 @@ class Timer:
     def __enter__(self): return self.start()
     def __exit__(self, *exc): self.stop()
 
-# %% ../nbs/06_meters.ipynb #21
+# %% ../nbs/06_meters.ipynb #23
+PHASES = ('data', 'score', 'train', 'optimizer', 'eval', 'checkpoint', 'resume', 'other')
+STEP_PHASES = ('data', 'score', 'train', 'optimizer')   # what a training step costs (`step_time_ms`)
+
+class PhaseTimer:
+    "Charges elapsed time to the phase named by the last `mark(name)`; `read()` returns seconds per phase since the last read."
+    def __init__(self, device='cpu'): # device whose work is being timed
+        self.device = torch.device(device)
+        self._events = self.device.type == 'cuda' and torch.cuda.is_available()
+        self.marks = []
+    def _now(self):
+        if not self._events: return time.perf_counter()
+        e = torch.cuda.Event(enable_timing=True); e.record(); return e
+    def mark(self, name:str):
+        "From now on, time goes to phase `name`."
+        self.marks.append((name, self._now()))
+    @property
+    def phase(self) -> Optional[str]: return self.marks[-1][0] if self.marks else None
+    def read(self) -> dict:
+        "Seconds per phase since the last read (the current phase keeps running)."
+        if not self.marks: return {}
+        self.mark(self.phase)
+        if self._events: self.marks[-1][1].synchronize()
+        out = {}
+        for (n, a), (_, b) in zip(self.marks, self.marks[1:]):
+            out[n] = out.get(n, 0.0) + (a.elapsed_time(b) / 1e3 if self._events else b - a)
+        self.marks = self.marks[-1:]
+        return out
+
+# %% ../nbs/06_meters.ipynb #26
 def _ratio(a:float, b:float) -> Optional[float]: return a / b if b else None
 
 _COUNTS = ('seen', 'scored', 'trained', 'steps', 'step_s')
@@ -265,7 +294,7 @@ class RunMeter:
                     fwd_flops=self.fwd, fwd_bwd_flops=self.fwd_bwd, flops_source=self.flops_source,
                     energy_source=self.energy.source if has_e else None)
 
-# %% ../nbs/06_meters.ipynb #25
+# %% ../nbs/06_meters.ipynb #32
 @patch
 def state_dict(self:RunMeter) -> dict:
     "Everything needed to resume, as plain Python values."
@@ -285,7 +314,7 @@ def load_state_dict(self:RunMeter, d:dict):
     if self.energy is not None: self.energy.start()
     return self
 
-# %% ../nbs/06_meters.ipynb #499643bc
+# %% ../nbs/06_meters.ipynb #35
 SEED_HISTORY = ('epoch', 'train_acc', 'val_acc', 'energy_savings', 'activation_rate', 'time_min', 'threshold',
                 'step_time_ms', 'est_energy_kj', 'est_flops_g')   # the seed's per-epoch fields, in its order
 

@@ -12,7 +12,7 @@ from torch import nn
 from .config import ConfigError
 
 # %% auto #0
-__all__ = ['SMALL_MODELS', 'BasicBlock', 'CifarResNet', 'count_params', 'create_model']
+__all__ = ['SMALL_MODELS', 'BasicBlock', 'CifarResNet', 'to_groupnorm', 'count_params', 'create_model']
 
 # %% ../nbs/05_models.ipynb #5
 class BasicBlock(nn.Module):
@@ -58,8 +58,24 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
 
 # %% ../nbs/05_models.ipynb #8
+def to_groupnorm(model:nn.Module, # a network with BatchNorm2d layers (changed in place)
+                 groups:int=8,      # GroupNorm groups (fewer when the channels are not divisible)
+                ) -> nn.Module:
+    "Replace every BatchNorm2d by a GroupNorm with the same affine initialisation: no batch statistics anywhere."
+    import math
+    for name, m in model.named_children():
+        if isinstance(m, nn.BatchNorm2d):
+            gn = nn.GroupNorm(math.gcd(groups, m.num_features), m.num_features)
+            with torch.no_grad(): gn.weight.copy_(m.weight); gn.bias.copy_(m.bias)
+            setattr(model, name, gn)
+        else: to_groupnorm(m, groups)
+    return model
+
+def _resnet_small_gn(num_classes:int=10): return to_groupnorm(CifarResNet(num_classes, layers=(2, 2, 2), widths=(16, 32, 64)))
+
 SMALL_MODELS = {
     'resnet_tiny': partial(CifarResNet, layers=(1, 1, 1), widths=(16, 32, 64)),
+    'resnet_small_gn': _resnet_small_gn,
     'resnet_small': partial(CifarResNet, layers=(2, 2, 2), widths=(16, 32, 64)),
     'resnet18_cifar': partial(CifarResNet, layers=(2, 2, 2, 2), widths=(64, 128, 256, 512)),
 }

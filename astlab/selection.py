@@ -40,7 +40,8 @@ def _rank_key(scores:Tensor) -> Tensor:
 def _rand(n:int, generator:Optional[torch.Generator], device) -> Tensor:
     "`n` uniform draws from `generator` (drawn on the generator's device), returned on `device`."
     gdev = generator.device if generator is not None else device
-    return torch.rand(n, generator=generator, device=gdev).to(device)
+    r = torch.rand(n, generator=generator, device=gdev)
+    return r if r.device == torch.device(device) else r.to(device, non_blocking=True)   # never a blocking copy
 
 def enforce_min_active(mask:Tensor,            # (n,) bool mask chosen by a selector
                        scores:Optional[Tensor], # (n,) scores; None = top up with random samples
@@ -72,12 +73,14 @@ class Selector:
     needs_scores:bool = True   # False: the loop may skip the score pass and pass scores=None
     last_weights = None        # (n,) float loss weights of the last batch (soft AST, IS); None = unweighted
     _last_rate = None
+    last_indices:Optional[Tensor] = None   # sorted indices of the selected samples, when known without a host read
 
     def __call__(self, scores:Optional[Tensor], state:SelectionState) -> Tensor:
         "Validate the inputs, run `select`, and return a bool mask of length `state.n`."
         if scores is not None and tuple(scores.shape) != (state.n,):
             raise ValueError(f"{self.name}: scores must have shape ({state.n},) = (state.n,), got {tuple(scores.shape)}")
         if scores is None and self.needs_scores: raise ValueError(f"{self.name}: this selector needs scores, got None")
+        self.last_indices = None
         return self.select(scores, state)
 
     def select(self, scores:Optional[Tensor], state:SelectionState) -> Tensor:
@@ -89,6 +92,11 @@ class Selector:
         "Fraction chosen in the last batch before the `min_active` top-up (None before the first batch)."
         r = self._last_rate
         return r.item() if isinstance(r, Tensor) else r
+
+    @property
+    def last_rate_lazy(self):
+        "`last_rate` as stored: a float, or a 0-d tensor that is not read back (no host sync) until someone needs it."
+        return self._last_rate
 
     @property
     def threshold(self) -> Optional[float]:
@@ -138,9 +146,11 @@ class RandomSelector(Selector):
         self._last_rate = c / n if n else 0.0
         k = max(c, _k_min(self.min_active, n))
         gdev = state.generator.device if state.generator is not None else dev
-        perm = torch.randperm(n, generator=state.generator, device=gdev).to(dev)
+        perm = torch.randperm(n, generator=state.generator, device=gdev)
+        if perm.device != dev: perm = perm.to(dev, non_blocking=True)
+        self.last_indices = perm[:k].sort().values
         mask = torch.zeros(n, dtype=torch.bool, device=dev)
-        mask[perm[:k]] = True
+        mask[self.last_indices] = True
         return mask
     __repr__ = basic_repr('target,min_active')
 
@@ -160,7 +170,8 @@ class TopKSelector(Selector):
         self._last_rate = c / n if n else 0.0
         k = max(c, _k_min(self.min_active, n))
         mask = torch.zeros(n, dtype=torch.bool, device=scores.device)
-        mask[_rank_key(scores).topk(k).indices] = True
+        self.last_indices = _rank_key(scores).topk(k).indices.sort().values
+        mask[self.last_indices] = True
         return mask
     __repr__ = basic_repr('target,min_active')
 
@@ -168,6 +179,7 @@ class TopKSelector(Selector):
 class ASTSelector(Selector):
     "Adaptive Sparse Training: select scores >= threshold; a PI controller moves the threshold toward `target` activation."
     name = 'ast'
+    can_defer = True   # honours `defer_update` (the controller fed later with the trained counts)
     def __init__(self,
                  target:float,                    # fraction of samples to train on, in (0, 1]
                  kp:float=0.1,                    # proportional gain of the controller
@@ -183,7 +195,8 @@ class ASTSelector(Selector):
                  bucket:int=1):                   # round the active count up to a multiple of this (next-highest scores)
         if normalize not in ('batch', 'none'): raise ValueError(f"normalize must be 'batch' or 'none', got {normalize!r}")
         self.target, self.min_active, self.normalize, self.bucket = _check_target(target), min_active, normalize, bucket
-        self.score_threshold, self.rate_reduce = None, None   # rate_reduce(count, n) -> global (count, n), for DDP
+        self.score_threshold, self.rate_reduce = None, None   # rate_reduce(count, n) -> global (count, n): a collective per call
+        self.defer_update = False   # True (DDP): `select` leaves the controller to `update(global count, global n)`
         if normalize == 'batch':   # threshold = exp(z): start at the target quantile of a normal batch, in MAD units
             z0 = statistics.NormalDist().inv_cdf(1 - self.target) * 1.4826 if self.target < 1 else -20.0
             initial_threshold, min_threshold, max_threshold = math.exp(z0), 0.0, None
@@ -210,10 +223,18 @@ class ASTSelector(Selector):
         k = max(raw, _k_min(self.min_active, state.n))
         if self.bucket > 1: k = min(state.n, -(-k // self.bucket) * self.bucket)   # next multiple: fewer shapes for cudnn
         self.raw_rate = raw / state.n
-        if self.rate_reduce is None: self._last_rate = k / state.n
-        else: c, m = self.rate_reduce(k, state.n); self._last_rate = c / max(m, 1)   # the global trained rate (DDP)
+        if self.rate_reduce is not None: self.update(*self.rate_reduce(k, state.n))   # the global trained rate (DDP)
+        elif not self.defer_update: self.update(k, state.n)
+        # the k best with the selected ones first (k >= raw): the top-up of `enforce_min_active`, indices kept
+        self.last_indices = _rank_key(scores).masked_fill(mask, math.inf).topk(k).indices.sort().values
+        out = torch.zeros_like(mask); out[self.last_indices] = True
+        return out
+
+    def update(self, count:int, # samples trained in the batch (under DDP: summed over ranks)
+               n:int):          # samples in the batch (under DDP: summed over ranks)
+        "Feed the controller the trained rate `count / n`; `select` calls it unless `defer_update` is set."
+        self._last_rate = count / max(n, 1)
         self.controller.update(self._last_rate)
-        return enforce_min_active(mask, scores, k)
 
     def set_epoch(self, epoch:int):
         "Forward the epoch to the controller (gain warm-up)."
@@ -230,10 +251,11 @@ class ASTSelector(Selector):
 
     def __repr__(self): return f"ASTSelector(target={self.target}, min_active={self.min_active}, {self.controller!r})"
 
-# %% ../nbs/03_selection.ipynb #f769c875
+# %% ../nbs/03_selection.ipynb #33
 class SoftASTSelector(ASTSelector):
     "Soft AST: keep sample i with probability min(1, (s_i/tau)^beta), weight it 1/pi_i; a PI controller steers tau."
     name = 'ast'
+    can_defer = False   # feeds the controller its expected rate (DDP: through `rate_reduce`), not the trained count
     def __init__(self,
                  target:float,                 # expected fraction of samples to train on, in (0, 1]
                  sharpness:float=1.0,          # beta: 1 = importance sampling; larger = closer to the hard threshold
@@ -294,7 +316,7 @@ class SoftASTSelector(ASTSelector):
         return (f"SoftASTSelector(target={self.target}, sharpness={self.sharpness}, weight_clip={self.weight_clip}, "
                 f"uniform_floor={self.uniform_floor}, {self.controller!r})")
 
-# %% ../nbs/03_selection.ipynb #31
+# %% ../nbs/03_selection.ipynb #43
 class SBSelector(Selector):
     "Selective-Backprop: select each sample with probability CDF(score among the last `history` scores) ** beta."
     name = 'sb'
@@ -351,7 +373,7 @@ class SBSelector(Selector):
         self._pos, self._count = d['pos'], d['count']
     __repr__ = basic_repr('target,beta,history,min_active')
 
-# %% ../nbs/03_selection.ipynb #3de16888
+# %% ../nbs/03_selection.ipynb #48
 class EpochSelector(Selector):
     "Base class of sampler-level methods: `draw` picks each epoch's samples; every delivered sample is trained."
     needs_scores = False
@@ -370,7 +392,7 @@ class EpochSelector(Selector):
         "Whether this method itself trains on all data in `epoch` (besides the schedule's start and anneal epochs)."
         return False
 
-# %% ../nbs/03_selection.ipynb #c578b01b
+# %% ../nbs/03_selection.ipynb #50
 class RS2Selector(EpochSelector):
     "RS2 without replacement: each epoch the next round(target*N) samples of a running random permutation."
     name = 'rs2'
@@ -401,7 +423,7 @@ class RS2Selector(EpochSelector):
         self.perm, self.pos = (None if d['perm'] is None else d['perm'].clone()), d['pos']
     __repr__ = basic_repr('target')
 
-# %% ../nbs/03_selection.ipynb #2050afd4
+# %% ../nbs/03_selection.ipynb #54
 class InfoBatchSelector(EpochSelector):
     "InfoBatch: prune below-mean-loss samples with probability p (survivors weighted 1/(1-p)); full data after delta*epochs."
     name, needs_table = 'infobatch', True
@@ -450,7 +472,7 @@ class InfoBatchSelector(EpochSelector):
         super().load_state_dict(d); self.keep_ratio, self.low_fraction = d['keep_ratio'], d['low_fraction']
     __repr__ = basic_repr('target,prune,delta')
 
-# %% ../nbs/03_selection.ipynb #36
+# %% ../nbs/03_selection.ipynb #60
 class ISSelector(SoftASTSelector):
     "Importance sampling: soft AST with sharpness 1 (keep in proportion to the score, weight 1/pi)."
     name = 'is'

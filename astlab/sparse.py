@@ -66,7 +66,7 @@ class SelectionCB(Callback):
                  selector:Selector,        # turns scores into a mask (see `astlab.selection`)
                  scorer=None,              # (logits, targets) -> per-sample scores; default: significance
                  generator:torch.Generator|None=None, # RNG for random selections
-                 postfix_every:int=10,     # batches between progress-bar updates (each costs a host sync)
+                 postfix_every:int=10,     # batches between progress-bar updates (host values only: no sync)
                  bn_stats:str='subset',    # train-pass BatchNorm: 'subset' (its own stats) or 'score' (whole-batch stats)
                  score_scale:float=1.0,    # score at this fraction of the resolution (Composer's scale_factor)
                  start_epochs:int=0,       # the first this-many epochs train on every sample (no score pass)
@@ -83,8 +83,9 @@ class SelectionCB(Callback):
     def before_epoch(self):
         self.selector.set_epoch(self.learn.epoch)
         r, self._restore = getattr(self, '_restore', None), None
-        for k in self._counters:   # zero, or the counts of a resumed epoch's first part
-            setattr(self, k, torch.tensor(r[k] if r else 0, dtype=torch.long, device=self.learn.device))
+        for k in self._counters:   # zero, or the counts of a resumed epoch's first part; counts known on the host
+            setattr(self, k, int(r[k]) if r else 0)   # stay there (a subset's size is), the correct count on the device
+        self.correct = torch.tensor(self.correct, dtype=torch.long, device=self.learn.device)
         self.rates = list(r['rates']) if r else []
         if r and r.get('score_threshold') is not None: self.selector.score_threshold = r['score_threshold']
 
@@ -110,14 +111,14 @@ class SelectionCB(Callback):
             scores = self.scorer(logits, y)
             self.correct += (logits.argmax(1) == y).sum(); self.acc_n += n; self.scored += n
         mask = self.selector(scores, SelectionState(n=n, epoch=L.epoch, step=L.step, generator=self.generator, idx=L.idx))
-        self.seen += n
-        k = mask.sum()
-        self.trained += k
-        if self.selector.last_rate is not None: self.rates.append(self.selector.last_rate)
-        if self.selector.name != 'full':   # one nonzero (a host sync) for both tensors; `L.idx` stays whole
-            sel = mask.nonzero().squeeze(1); L.xb, L.yb = x[sel], y[sel]
+        if self.selector.last_rate_lazy is not None: self.rates.append(self.selector.last_rate_lazy)   # no read here
+        if self.selector.name != 'full':   # the selector's indices, else one nonzero for both tensors; `L.idx` stays whole
+            sel = self.selector.last_indices
+            if sel is None: sel = mask.nonzero().squeeze(1)
+            L.xb, L.yb = x[sel], y[sel]
             w = self.selector.last_weights                  # soft AST / IS: 1/pi weights of the kept samples
             if w is not None: L.weights = w[sel]
+        self.seen += n; self.trained += len(L.yb)
         L.selected = mask
         if scores is not None and self.bn is not None: self.bn.apply()
         elif scores is not None and self.score_scale == 1: self._freeze_running_stats()
@@ -135,13 +136,20 @@ class SelectionCB(Callback):
         if self.learn.training and (not self.selector.needs_scores or self.whole):
             self.correct += (self.learn.preds.argmax(1) == self.learn.yb).sum(); self.acc_n += len(self.learn.yb)
 
+    def batch_values(self):   # DDP: the selector's counts this batch, summed over ranks for one global controller
+        return dict(sel_trained=len(self.learn.yb), sel_n=len(self.learn.selected)) if self._deferred() else {}
+    def _deferred(self): return getattr(self.selector, 'defer_update', False) and self.learn.training
+
     def after_batch(self):
         L = self.learn
         self._unfreeze()
         if self.bn is not None: self.bn.restore()
-        if L.iter % self.postfix_every == 0 and hasattr(L, 'postfix'):
-            th = self.selector.threshold
-            L.postfix.update(active=f"{self.trained.item()/max(self.seen.item(), 1):.2f}", loss=f"{L.loss.item():.3f}",
+        if self._deferred():
+            v = L.agree_batch(); self.selector.update(v['sel_trained'], v['sel_n'])
+        if L.iter % self.postfix_every == 0 and hasattr(L, 'postfix'):   # host values only: the bar adds no sync
+            th, loss = self.selector.threshold, (L.agreed or {}).get('loss')
+            L.postfix.update(active=f"{self.trained/max(self.seen, 1):.2f}",
+                             **({'loss': f"{loss/L.world:.3f}"} if loss is not None else {}),
                              **({'thr': f"{th:.3g}"} if th is not None else {}))
 
     def after_train(self):
@@ -163,7 +171,7 @@ class SelectionCB(Callback):
         "Selector state (controller, history), the selection RNG, and this epoch's counts so far (for a mid-epoch resume)."
         counts = {k: int(getattr(self, k)) for k in self._counters if hasattr(self, k)}
         st = getattr(self.selector, 'score_threshold', None)
-        counts |= dict(rates=list(getattr(self, 'rates', [])), score_threshold=None if st is None else float(st))
+        counts |= dict(rates=[float(r) for r in getattr(self, 'rates', [])], score_threshold=None if st is None else float(st))
         return dict(selector=self.selector.state_dict(), epoch_counts=counts,
                     generator=self.generator.get_state() if self.generator is not None else None)
     def load_state_dict(self, d):

@@ -8,18 +8,15 @@ import math
 import torch
 from .selection import FullSelector, Selector, SelectionState
 from .sparse import SelectionCB
+from .data import EpochSampler
 
 # %% auto #0
 __all__ = ['IndexSampler', 'stale_loader', 'draw_from_table', 'StaleScoreCB']
 
 # %% ../nbs/07c_stale.ipynb #5
-class IndexSampler(torch.utils.data.Sampler):
-    "A shuffled pass over `indices` (reset before each epoch), drawn from `generator` so an epoch's order can be replayed."
-    def __init__(self, n:int, generator:torch.Generator|None=None):
-        self.indices, self.generator = torch.arange(n), generator
-    def __iter__(self):
-        return iter(self.indices[torch.randperm(len(self.indices), generator=self.generator)].tolist())
-    def __len__(self): return len(self.indices)
+class IndexSampler(EpochSampler):
+    "A shuffled pass over `indices` (set before each epoch); order and augmentation seeds from `(seed, epoch)`, so replayable."
+    def __init__(self, n:int, seed:int=0): super().__init__(n, seed)
 
 def stale_loader(dl, sampler:IndexSampler):
     "A copy of training loader `dl` (an `AstDataLoader`) that draws its samples from `sampler`."
@@ -38,7 +35,8 @@ def draw_from_table(table:torch.Tensor,   # (N,) last significance per sample, +
     "(mask of samples to draw, mask of those drawn by exploration) for one epoch."
     n = len(table)
     keep = ~torch.isfinite(table)                        # never scored: always drawn
-    order = torch.randperm(n, generator=generator).to(table.device)
+    gdev = generator.device if generator is not None else table.device   # draw where the generator lives
+    order = torch.randperm(n, generator=generator, device=gdev).to(table.device)
     for c in order.split(chunk):
         s = table[c]; fin = torch.isfinite(s)
         k = int(fin.sum())
@@ -46,7 +44,7 @@ def draw_from_table(table:torch.Tensor,   # (N,) last significance per sample, +
     explored = torch.zeros_like(keep)
     rest = (~keep).nonzero().squeeze(1)
     m = round(explore * len(rest))
-    if m: explored[rest[torch.randperm(len(rest), generator=generator)[:m].to(rest.device)]] = True
+    if m: explored[rest[torch.randperm(len(rest), generator=generator, device=gdev)[:m].to(rest.device)]] = True
     return keep | explored, explored
 
 # %% ../nbs/07c_stale.ipynb #11
@@ -89,13 +87,13 @@ class StaleScoreCB(SelectionCB):
 
     def before_batch(self):
         super().before_batch()
-        if self.rescale: self.learn.weights = self.weight[self.learn.idx.to(self.weight.device)]
+        if self.rescale: self.learn.weights = self.weight[self.learn.idx]   # idx came with the batch, on the device
 
     def after_pred(self):
         super().after_pred()
         L = self.learn
         if L.training:                                       # this forward's scores replace the stale ones
-            with torch.no_grad(): self.table[L.idx.to(self.table.device)] = self.scorer(L.preds.detach(), L.yb).float()
+            with torch.no_grad(): self.table[L.idx] = self.scorer(L.preds.detach(), L.yb).float()
 
     def after_train(self):
         super().after_train()

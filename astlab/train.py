@@ -12,9 +12,10 @@ import astlab
 from .config import Config, ConfigError, load_config, redact
 from .selection import make_selector
 from .significance import get_scorer
-from .data import get_dataloaders, describe, dataset_label
+from .data import get_dataloaders, describe, dataset_label, EpochSampler
 from .models import create_model
 from .meters import flops_per_sample, EnergyMeter, RunMeter, history_columns, history_rows, SEED_HISTORY
+from .meters import PhaseTimer, STEP_PHASES
 from .learner import Learner, Callback, LRSchedCB, EarlyStopCB, TimeLimitCB, NonFiniteCB, SignalCB
 from .feedback import ProgressCB, EpochLineCB
 from .checkpoint import CheckpointCB, CheckpointError, load_checkpoint, restore_learner
@@ -27,9 +28,10 @@ from .budget import budget_plan, BudgetCB, NoisyPickCB
 from .distributed import init_distributed, world_size, rank, is_main, all_reduce_sum, shard_indices
 
 # %% auto #0
-__all__ = ['resolve_device', 'resolve_amp', 'seed_everything', 'make_optimizer', 'run_name', 'HistoryCB', 'atomic_write_text',
-           'versions', 'device_info', 'shard_loaders', 'DistSamplerCB', 'checkpoint_dir', 'finished_results',
-           'resume_command', 'find_resume', 'check_resumable', 'train', 'write_results']
+__all__ = ['EMBEDDINGS', 'COUNTED', 'resolve_device', 'resolve_amp', 'seed_everything', 'scaled_lr', 'make_optimizer', 'run_name',
+           'HistoryCB', 'atomic_write_text', 'versions', 'device_info', 'shard_loaders', 'DistSamplerCB',
+           'checkpoint_dir', 'finished_results', 'resume_command', 'find_resume', 'check_resumable', 'train',
+           'write_results']
 
 # %% ../nbs/08_train.ipynb #5
 def resolve_device(name:str='auto') -> torch.device:
@@ -58,15 +60,26 @@ def seed_everything(seed:int):
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
 
 # %% ../nbs/08_train.ipynb #8
-def make_optimizer(model, cfg:Config) -> torch.optim.Optimizer:
-    "SGD (Nesterov by default) or AdamW; no weight decay on biases and norm weights."
+EMBEDDINGS = ('class_token', 'cls_token', 'pos_embedding', 'pos_embed', 'position_embedding', 'relative_position_bias_table')
+
+def scaled_lr(cfg:Config, world:int) -> tuple:
+    "(lr, min_lr) for `world` processes: multiplied by `world` with `training.scale_lr` (linear scaling), else as given."
+    k = world if cfg.training.scale_lr else 1
+    return cfg.training.lr * k, cfg.training.min_lr * k
+
+def make_optimizer(model, cfg:Config, lr:float|None=None) -> torch.optim.Optimizer:
+    "SGD (Nesterov by default) or AdamW; no weight decay on biases and norm weights; `embedding_weight_decay` on ViT embeddings."
     t = cfg.training
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad: (no_decay if p.ndim <= 1 else decay).append(p)
+    lr = t.lr if lr is None else lr
+    decay, no_decay, emb = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad: continue
+        if name.rsplit('.', 1)[-1] in EMBEDDINGS and t.embedding_weight_decay is not None: emb.append(p)
+        else: (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [dict(params=decay, weight_decay=t.weight_decay), dict(params=no_decay, weight_decay=0.0)]
-    if t.optimizer == 'adamw': return torch.optim.AdamW(groups, lr=t.lr)
-    return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0)
+    if emb: groups.append(dict(params=emb, weight_decay=t.embedding_weight_decay))
+    if t.optimizer == 'adamw': return torch.optim.AdamW(groups, lr=lr)
+    return torch.optim.SGD(groups, lr=lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0)
 
 def run_name(cfg:Config) -> str:
     "`logging.run_name`, or `<data>_<model>_<method>[<target%>]_s<seed>`; file-name safe, secrets redacted."
@@ -91,31 +104,61 @@ class HistoryCB(Callback):
     order = 40   # before CheckpointCB (45): last.pt holds the epoch's row; before EarlyStopCB (50), which may stop the fit
     def __init__(self, meter:RunMeter, jsonl_path=None, elapsed_s:float=0.0):
         self.meter, self.jsonl_path, self.elapsed0 = meter, jsonl_path, elapsed_s
+        self.phase_acc, self.eval_samples = {}, 0     # this epoch's seconds per phase; validation samples evaluated
+        self.part_steps = 0                           # batches run before a mid-epoch interruption (restored on resume)
+        self.phase_history = []                       # per epoch: {'epoch', phase: seconds} (wall clock: kept out of the history)
     @property
     def history(self): return self.meter.history
-    def before_fit(self): self.t0 = time.perf_counter()
+    def before_fit(self):
+        self.t0 = time.perf_counter()
+        if self.learn.phases is None: self.learn.phases = PhaseTimer(self.learn.device)
+        self.learn.mark('other')
+    def _take_phases(self):
+        ph = self.learn.phases.read() if self.learn.phases is not None else {}
+        for k, v in ph.items(): self.phase_acc[k] = self.phase_acc.get(k, 0.0) + v
+        return ph
     def elapsed(self): return self.elapsed0 + time.perf_counter() - (getattr(self, 't0', None) or time.perf_counter())
     def before_epoch(self):
         if getattr(self, '_resumed_mid_epoch', False): self._resumed_mid_epoch = False   # keep the restored counts
-        else: self.meter.start_epoch()
-    def state_dict(self): return dict(meter=self.meter.state_dict(), elapsed_s=self.elapsed(),
-                                      amp_skipped=self.learn.amp_skipped_steps if self.learn else 0)
+        else: self._flush_tail(); self.meter.start_epoch(); self.phase_acc, self.part_steps = {}, 0
+    def _flush_tail(self):
+        "Charge what ran after the last epoch's row (its checkpoint write: CheckpointCB comes later) to that epoch."
+        ph = self.learn.phases.read() if self.learn.phases is not None else {}
+        if self.phase_history:
+            for k, v in ph.items(): self.phase_history[-1][k] = round(self.phase_history[-1].get(k, 0.0) + v, 4)
+    def after_fit(self):
+        if self.learn.epoch_complete: self._flush_tail()
+    def state_dict(self):
+        self._take_phases()
+        part = 0 if self.learn.epoch_complete else self.part_steps + self.learn.n_run   # stopped mid-epoch
+        return dict(meter=self.meter.state_dict(), elapsed_s=self.elapsed(), phase_s=dict(self.phase_acc),
+                    eval_samples=self.eval_samples, part_steps=part, phase_history=list(self.phase_history),
+                    amp_skipped=self.learn.amp_skipped_steps if self.learn else 0)
     def load_state_dict(self, d):
         self.meter.load_state_dict(d['meter']); self.elapsed0 = d['elapsed_s']
+        self.phase_acc, self.eval_samples = dict(d.get('phase_s', {})), d.get('eval_samples', 0)
+        self.part_steps, self.phase_history = d.get('part_steps', 0), list(d.get('phase_history', []))
         self.learn._amp_skipped = torch.tensor(d.get('amp_skipped', 0))   # fp16 steps the GradScaler skipped so far
         self._resumed_mid_epoch = self.learn.skip_batches > 0
-    def before_train(self): _sync(self.learn.device); self.t_train = time.perf_counter()
     def after_train(self):
-        _sync(self.learn.device)
-        n, s = self.learn.iter + 1, self.learn.cb(SelectionCB).epoch_stats
-        self.meter.add(s['seen'], s['scored'], s['trained'], step_times=[(time.perf_counter() - self.t_train)/n]*n)
+        # the step time: the training loop's phases over the batches this process ran (a resumed epoch's replay of
+        # the batches done before the interruption is its own phase, `resume`, and not a step)
+        self._take_phases()   # (with a resumed epoch's first part, restored from the checkpoint)
+        n, s = self.part_steps + self.learn.n_run, self.learn.cb(SelectionCB).epoch_stats
+        step_s = sum(self.phase_acc.get(k, 0.0) for k in STEP_PHASES)
+        self.meter.add(s['seen'], s['scored'], s['trained'], step_times=[step_s / n] * n if n else ())
+        self.part_steps = 0
+    def after_validate(self): self.eval_samples += getattr(self.learn, 'val_n', 0) or 0
     def after_epoch(self):
         L, s = self.learn, self.learn.cb(SelectionCB).epoch_stats
         if s is None: return
+        self._take_phases()                                   # evaluation and checkpoint writes included
         rec = self.meter.end_epoch(epoch=L.epoch + 1, train_acc=s['train_acc'], val_acc=L.val_acc,
                                    time_min=self.elapsed()/60, threshold=s['threshold'], val_loss=L.val_loss,
                                    lr=L.opt.param_groups[0]['lr'], complete=bool(L.epoch_complete),
-                                   amp_skipped_steps=L.amp_skipped_steps)   # cumulative, like est_flops_g
+                                   amp_skipped_steps=L.amp_skipped_steps,   # cumulative, like est_flops_g
+                                   steps=self.meter.epoch['steps'])   # training steps timed this epoch
+        self.phase_history.append(dict(epoch=L.epoch + 1) | {k: round(v, 4) for k, v in self.phase_acc.items()})
         if self.jsonl_path:
             p = Path(self.jsonl_path); p.parent.mkdir(parents=True, exist_ok=True)
             with open(p, 'a') as f: f.write(json.dumps(redact(rec)) + '\n'); f.flush()
@@ -142,18 +185,18 @@ def device_info(device:torch.device) -> dict:
 
 # %% ../nbs/08_train.ipynb #16
 def shard_loaders(train_dl, val_dl, seed:int):
-    "Per-rank copies of the loaders: a DistributedSampler for training, an exact strided shard for validation."
-    from torch.utils.data import DistributedSampler, Subset
+    "Per-rank copies of the loaders: an `EpochSampler` share for training, an exact strided shard for validation."
+    from torch.utils.data import Subset
     kw = lambda dl: dict(batch_size=dl.batch_size, num_workers=dl.num_workers, collate_fn=dl.collate_fn,
                          pin_memory=dl.pin_memory, persistent_workers=dl.persistent_workers,
                          **({'min_batch': dl.min_batch} if hasattr(dl, 'min_batch') else {}))
-    sampler = DistributedSampler(train_dl.dataset, shuffle=True, seed=seed, drop_last=True)
+    sampler = EpochSampler(len(train_dl.dataset), seed, rank=rank(), world=world_size())
     tr = type(train_dl)(train_dl.dataset, sampler=sampler, drop_last=train_dl.drop_last, **kw(train_dl))
     va = type(val_dl)(Subset(val_dl.dataset, shard_indices(len(val_dl.dataset))), shuffle=False, **kw(val_dl))
     return tr, va
 
 class DistSamplerCB(Callback):
-    "Reshuffle the DistributedSampler every epoch."
+    "Reshuffle the training sampler every epoch (the learner does it too; kept for loaders built elsewhere)."
     def before_epoch(self): self.learn.train_dl.sampler.set_epoch(self.learn.epoch)
 
 # %% ../nbs/08_train.ipynb #18
@@ -241,6 +284,9 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     amp_dtype, amp_note = resolve_amp(t.mixed_precision, device)
     if device.type != 'cuda' and t.mixed_precision: log(f"note: {amp_note}")
     train_dl, val_dl, bundle = get_dataloaders(cfg, device=device)
+    if device.type == 'cuda' and t.num_workers == 0 and cfg.dataset.type in ('folder', 'hf'):
+        log("note: training.num_workers=0 decodes every image in the training process while the GPU waits (the results' "
+            "phase_s['data'] shows how long): set training.num_workers to 4-8")
     if cfg.dataset.num_classes is not None and cfg.dataset.num_classes != bundle.num_classes:
         raise ConfigError(f"dataset.num_classes={cfg.dataset.num_classes} but the data has {bundle.num_classes} classes: "
                           "fix dataset.num_classes or set it to null to infer it")
@@ -260,7 +306,10 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
     if t.compile: model = torch.compile(model, backend=t.compile_backend)   # shapes vary with the subset: dynamo marks them dynamic
-    opt = make_optimizer(model, cfg)
+    lr, min_lr = scaled_lr(cfg, world)
+    if world > 1: log(f"lr {lr:g} for {world} processes" + (" (training.scale_lr: x world size)" if t.scale_lr else
+                      " (not scaled with the number of processes; training.scale_lr: true scales it)"))
+    opt = make_optimizer(model, cfg, lr)
     stale = a.scoring == 'stale'
     explore = a.explore if stale and a.method == 'ast' else 0.0   # random/topk draws: no exploration share
     target = (a.target_activation - explore)/(1 - explore)
@@ -270,16 +319,18 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
                              sb_beta=a.sb_beta, sb_history=a.sb_history, normalize=a.normalize, bucket=a.bucket,
                              sharpness=math.inf if a.sharpness is None else a.sharpness, weight_clip=a.weight_clip,
                              uniform_floor=a.uniform_floor, prune=a.infobatch_prune, delta=a.infobatch_delta)
-    if world > 1 and hasattr(selector, 'rate_reduce'):   # one global controller: every rank sees the global rate
+    if world > 1 and getattr(selector, 'can_defer', False):   # one global controller: every rank feeds it the global
+        selector.defer_update = True                           # rate, summed in the batch's one collective (`agree_batch`)
+    elif world > 1 and hasattr(selector, 'rate_reduce'):       # (a selector that feeds another rate: its own collective)
         selector.rate_reduce = lambda count, n: all_reduce_sum(count, n, device=device)
-    gen = torch.Generator().manual_seed(t.seed + 1 + rank())
+    gen = torch.Generator(device).manual_seed(t.seed + 1 + rank())   # on the device: random draws need no copy
     energy = EnergyMeter(device, tdp_watts=cfg.metrics.gpu_tdp_watts)
     reduce = (lambda *xs: all_reduce_sum(*xs, device=device)) if world > 1 else None   # DDP: energy of every rank
     hist = HistoryCB(RunMeter(flops, energy, reduce=reduce), jsonl_path=cfg.logging.jsonl_path if is_main() else None)
     nonfinite = NonFiniteCB()
     scorer = get_scorer(a.scorer, entropy_weight=a.entropy_weight)
     if stale or isinstance(selector, EpochSelector):
-        sampler = IndexSampler(len(bundle.train_ds), generator=train_dl.generator)
+        sampler = IndexSampler(len(bundle.train_ds), seed=t.seed)
         train_dl = stale_loader(train_dl, sampler)
     if isinstance(selector, EpochSelector):   # rs2, infobatch: the draw is the method; InfoBatch's table holds losses
         selcb = EpochSelectionCB(selector, sampler, len(bundle.train_ds), get_scorer('loss'), start_epochs=a.start_epoch,
@@ -291,7 +342,7 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
                               start_epochs=a.start_epoch, anneal_epochs=a.anneal_epochs, interrupt_every=a.interrupt_every)
     plan = budget_plan(t.epochs, len(train_dl), t.budget)     # budget < 1: fewer steps, schedule decayed within them
     cbs = [selcb,
-           LRSchedCB(t.lr, t.min_lr, epochs=plan.lr_epochs, warmup_epochs=t.warmup_epochs * t.budget),
+           LRSchedCB(lr, min_lr, epochs=plan.lr_epochs, warmup_epochs=t.warmup_epochs * t.budget),
            hist, nonfinite]
     if t.budget < 1: cbs.append(BudgetCB(plan))
     flipped = getattr(bundle.train_ds, 'flipped', None)       # dataset.label_noise: count the noisy samples trained on
@@ -313,13 +364,17 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     cbs += [CheckpointCB(ck_dir, meta=dict(run_name=name, results_path=str(results_path), config=redact(cfg.to_dict()))),
             SignalCB(), *extra_cbs]
     learn = Learner(model, train_dl, val_dl, opt, cbs=cbs, device=device, amp_dtype=amp_dtype,
-                    grad_accum_steps=t.grad_accum_steps, channels_last=channels_last, eval_every=t.eval_every)
+                    grad_accum_steps=t.grad_accum_steps, channels_last=channels_last, eval_every=t.eval_every,
+                    label_smoothing=t.label_smoothing, grad_clip_norm=t.grad_clip_norm)
     if ck is not None:
         restore_learner(learn, ck)
         log(f"resumed from {ckpt}: epoch {learn.start_epoch + 1}, batch {learn.skip_batches + 1}")
     log(f"run {name}: {a.method} target={a.target_activation} on {device.type}, {t.epochs} epochs, "
         f"{flops['fwd']/1e6:.1f} MFLOPs/sample forward ({flops['source']})")
-    learn.fit(plan.epochs)
+    try: learn.fit(plan.epochs)
+    finally:   # persistent worker processes: stop them now (left to the garbage collector they outlive the run)
+        for dl in (learn.train_dl, learn.val_dl):
+            if getattr(dl, '_iterator', None) is not None and hasattr(dl, '_stop_workers'): dl._stop_workers(dl._iterator)
     res = write_results(cfg, learn, hist, name, results_path, device=device, amp_note=amp_note, bundle=bundle,
                         nonfinite=nonfinite.skipped, write=is_main(),
                         extra=dict(label_noise=noise.summary()) if flipped is not None else None)
@@ -329,6 +384,25 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     return res     # under torchrun the process group stays up until the process exits (rank 0 decides what prints)
 
 # %% ../nbs/08_train.ipynb #21
+COUNTED = dict(
+    flops="totals.flops (and est_flops_g, energy_savings): training only - one forward per scored sample (the score "
+          "pass) plus forward and backward per trained sample. Not counted: evaluation (totals.eval_flops, a forward "
+          "per validation sample, reported apart and charged to no method), the optimiser update, data loading and "
+          "augmentation.",
+    step_time_ms="seconds of the training loop (waiting for data + score pass + train pass + optimiser step) per "
+                 "batch run; a resumed epoch counts only the batches it ran. Not counted: evaluation, checkpoint "
+                 "writes, the replay of a resumed epoch's finished batches (see phase_s).",
+    phase_s="wall seconds per phase (data, score, train, optimizer, eval, checkpoint, resume, other), summed over "
+            "epochs (per epoch: phase_history); on a GPU measured with CUDA events on the device's timeline.")
+
+def _phase_totals(history) -> dict:
+    "Seconds per phase summed over the history's epochs."
+    out = {}
+    for r in history:
+        for k, v in r.items():
+            if k != 'epoch': out[k] = out.get(k, 0.0) + v
+    return out
+
 def write_results(cfg, learn, hist, name, path, device, amp_note, bundle, nonfinite=0, write=True, extra=None) -> dict:
     "Assemble the results dict (seed fields + additive keys) and write it atomically."
     h, tot = hist.history, hist.meter.totals()
@@ -350,6 +424,9 @@ def write_results(cfg, learn, hist, name, path, device, amp_note, bundle, nonfin
                            amp_skipped_steps=learn.amp_skipped_steps,
                            grad_scale=learn.scaler.get_scale() if learn.scaler else None),
                data=describe(bundle), created_at=datetime.now(timezone.utc).isoformat(timespec='seconds'))
+    res['totals'] |= dict(eval_samples=hist.eval_samples, eval_flops=hist.eval_samples * tot['fwd_flops'])
+    res['phase_s'], res['phase_history'] = _phase_totals(hist.phase_history), hist.phase_history
+    res['counted'] = COUNTED
     if not res['complete']:
         res['resume_hint'] = resume_command(checkpoint_dir(cfg)/'last.pt')
     res['world_size'] = world_size()

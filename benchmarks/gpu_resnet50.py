@@ -6,8 +6,14 @@ the GPU (so the loader is never the bottleneck). Each method trains through the 
 `SelectionCB`, as `astlab.train` builds it) for warm-up epochs and then timed epochs of a fixed number of steps;
 reported: training images/s (samples seen per second: AST still scores every image), median over the timed epochs
 timed with CUDA events; NVML joules per epoch (`astlab.meters.EnergyMeter`; a labelled TDP proxy where the board has
-no energy counter); and the measured pieces behind the compute bound, t_score (no-grad forward, whole batch) and
-t_full (forward+backward+step, whole batch): AST's images/s can be at most B / (t_score + r * t_full).
+no energy counter); and the measured pieces of a step: t_score (no-grad forward, whole batch), t_fb(k) (forward +
+backward on k images, measured at every k used: the batch and round(r*B)) and t_opt (one optimiser step, whose cost
+does not shrink with r). `model_images_per_s` = B / (t_score + t_fb(round(r*B)) + t_opt) is a *model* (the sum of
+the pieces: no overlap, no selection or gather cost, the subset size held at its mean), not a bound.
+
+cudnn autotuning (`torch.backends.cudnn.benchmark`) is OFF by default: AST's subset size changes every step, and
+with autotuning on every new size would be tuned inside the timed epochs and charged to AST. `--cudnn-benchmark`
+turns it on and first warms every subset size 2..B (forward + backward), so the timed epochs meet no new shape.
 
     python benchmarks/gpu_resnet50.py              # writes benchmarks/results/gpu_resnet50_<gpu-name>.json
     python benchmarks/gpu_resnet50.py --dry-run    # CPU smoke test of the code path (tiny sizes), writes nothing
@@ -40,6 +46,7 @@ HP = dict(
     lr=0.1,                      # SGD, Nesterov momentum 0.9, weight decay 5e-5 (values do not affect speed)
     data_batches=4,              # distinct synthetic batches kept on the GPU and cycled
     seed=0,
+    cudnn_benchmark=False,       # autotune convolutions (then every subset size is warmed before timing)
 )
 
 ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -48,6 +55,7 @@ ap.add_argument('--steps', type=int, default=HP['steps_per_epoch'], help='steps 
 ap.add_argument('--epochs', type=int, default=HP['epochs'], help='timed epochs per method (default %(default)s)')
 ap.add_argument('--out-dir', default=str(HERE/'results'), help='where the JSON goes (default %(default)s)')
 ap.add_argument('--dry-run', action='store_true', help='CPU smoke test: tiny sizes, fp32, nothing written')
+ap.add_argument('--cudnn-benchmark', action='store_true', help='autotune convolutions, after warming every subset size')
 args = ap.parse_args()
 
 if not torch.cuda.is_available() and not args.dry_run:
@@ -71,13 +79,15 @@ except ImportError as e:
 if args.dry_run:
     device, amp_dtype, amp_note = torch.device('cpu'), None, 'dry run on CPU: fp32'
     HP.update(image_size=64, batch_size=8, steps_per_epoch=2, warmup_epochs=1, epochs=1, piece_repeats=2, data_batches=1)
+    HP['cudnn_benchmark'] = args.cudnn_benchmark   # (no cudnn here: exercises the shape warm-up's code path)
 else:
     device = torch.device('cuda', torch.cuda.current_device())
     props = torch.cuda.get_device_properties(device)
     amp_dtype, amp_note = resolve_amp(True, device)   # the trainer's rule: bf16 from sm80 on, else fp16 + GradScaler
     HP.update(steps_per_epoch=args.steps, epochs=args.epochs)
     HP['batch_size'] = args.batch_size or (256 if props.total_memory >= 40 * 2**30 else 128)
-    torch.backends.cudnn.benchmark = True
+    HP['cudnn_benchmark'] = args.cudnn_benchmark
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
 torch.manual_seed(HP['seed'])
 B, S = HP['batch_size'], HP['image_size']
 started_at = datetime.now(timezone.utc).isoformat(timespec='seconds')
@@ -105,7 +115,7 @@ def fresh():
 def autocast(): return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The measured pieces: t_score (no-grad forward, whole batch) and t_full (forward + backward + step, whole batch)
+# The measured pieces: t_score (no-grad forward, whole batch), t_fb(k) (forward + backward on k images), t_opt (step)
 # ---------------------------------------------------------------------------------------------------------------------
 def time_piece(fn, repeats):
     t = Timer(device)
@@ -115,17 +125,26 @@ def time_piece(fn, repeats):
     return statistics.median(t.laps)
 
 m, opt = fresh(); m.train()
-scaler = torch.amp.GradScaler('cuda') if amp_dtype == torch.float16 else None
 x0, y0, _ = pool[0]
 def score_pass():
     with torch.no_grad(), autocast(): m(x0)
-def full_step():
-    with autocast(): loss = torch.nn.functional.cross_entropy(m(x0).float(), y0)
-    (scaler.scale(loss) if scaler else loss).backward()
-    if scaler: scaler.step(opt); scaler.update()
-    else: opt.step()
+def fwd_bwd(k):
+    "Forward + backward on the first k images (gradients accumulate; the optimiser is timed apart)."
+    def f():
+        with autocast(): loss = torch.nn.functional.cross_entropy(m(x0[:k]).float(), y0[:k])
+        loss.backward()
+    return f
+def opt_step():
+    opt.step(); opt.zero_grad(set_to_none=False)   # grads kept (zeroed in place) so every repeat steps all parameters
+if HP['cudnn_benchmark']:   # warm every shape the AST loop can meet, so no autotuning happens inside a timed epoch
+    score_pass()
+    for k in range(2, B + 1): fwd_bwd(k)()   # (AST trains at least 2)
     opt.zero_grad(set_to_none=True)
-t_score, t_full = time_piece(score_pass, HP['piece_repeats']), time_piece(full_step, HP['piece_repeats'])
+sizes = sorted({B} | {max(2, round(r * B)) for r in HP['rates']})
+t_score = time_piece(score_pass, HP['piece_repeats'])
+t_fb = {k: time_piece(fwd_bwd(k), HP['piece_repeats']) for k in sizes}
+fwd_bwd(B)(); t_opt = time_piece(opt_step, HP['piece_repeats'])
+t_full = t_fb[B] + t_opt
 del m, opt
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -157,9 +176,11 @@ def run_method(method, r, extra_cbs=()):
                activation_rate=statistics.mean(meter.active[HP['warmup_epochs']:]),
                joules_per_epoch=statistics.median(joules), joules_per_image=statistics.median(joules) / (B * HP['steps_per_epoch']),
                energy_source=meter.energy.source)
-    if method != 'full':
-        row['bound_images_per_s'] = B / (t_score + r * t_full)
-        row['fraction_of_bound'] = row['images_per_s'] / row['bound_images_per_s']
+    if method != 'full':   # the sum of the measured pieces at the subset size: a model, not a bound
+        k = max(2, round(r * B))
+        row['model_images_per_s'] = B / (t_score + t_fb[k] + t_opt)
+        row['fraction_of_model'] = row['images_per_s'] / row['model_images_per_s']
+    else: row['model_images_per_s'] = B / t_full
     print(f"{method:>5} r={r:<5}: {row['images_per_s']:8.1f} images/s, {row['joules_per_epoch']:8.1f} J/epoch "
           f"({row['energy_source']}), active {row['activation_rate']:.3f}", flush=True)
     del learn, m, opt
@@ -211,14 +232,18 @@ if device.type == 'cuda':
     except Exception: pass
 res = dict(benchmark='gpu_resnet50', started_at=started_at, finished_at=datetime.now(timezone.utc).isoformat(timespec='seconds'),
            runtime_s=time.perf_counter() - t_script, hyperparameters=HP, amp=amp_note, channels_last=True,
-           flops_per_sample=flops, pieces=dict(t_score_ms=1e3 * t_score, t_full_ms=1e3 * t_full),
+           flops_per_sample=flops, pieces=dict(t_score_ms=1e3 * t_score, t_fwd_bwd_ms={str(k): 1e3 * v for k, v in t_fb.items()},
+                                               t_opt_ms=1e3 * t_opt, t_full_ms=1e3 * t_full),
            methods=rows, callback_overhead_pct=callback_overhead_pct, gpu=gpu, device=device_info(device), versions=versions(),
            command=' '.join(['python', *sys.argv]),
            note='images_per_s: images seen (AST scores all of them) per second of training, median over timed epochs '
-                '(CUDA events); bound_images_per_s = B / (t_score + r * t_full); joules from NVML when energy_source is nvml.')
+                '(CUDA events); model_images_per_s = B / (t_score + t_fb(round(r*B)) + t_opt), the sum of the measured '
+                'pieces (a model: no overlap, no selection cost), full: B / (t_fb(B) + t_opt); cudnn.benchmark as in '
+                'hyperparameters (off: the subset size varies every step); joules from NVML when energy_source is nvml.')
 if args.dry_run:
     print(json.dumps(dict(pieces=res['pieces'], callback_overhead_pct=callback_overhead_pct,
-                          methods=[{k: r[k] for k in ('method', 'rate', 'images_per_s', 'callbacks')} for r in rows]), indent=1))
+                          methods=[{k: r[k] for k in ('method', 'rate', 'images_per_s', 'model_images_per_s', 'callbacks')}
+                                   for r in rows]), indent=1))
     print('dry run: nothing written')
 else:
     name = re.sub(r'[^A-Za-z0-9]+', '-', gpu['name']).strip('-').lower()

@@ -86,10 +86,11 @@ def main(out='benchmarks/results/soft_variance.json'):
         rows.append(row)
         print(f"{label:>22}: kept {row['kept']:.3f}  bias2 {row['bias2']:.4f} (floor {row['bias2_floor']:.4f})  "
               f"var {row['var']:.4f}  mse {row['mse']:.4f}", flush=True)
-    res = dict(benchmark='soft_variance', hp=HP, rows=rows, units='relative to ||batch gradient||^2',
-               command='python benchmarks/soft_variance.py', git=git_state(), cpu=cpu_model(),
-               torch=torch.__version__, seconds=round(time.time() - t0, 1))
-    Path(out).parent.mkdir(parents=True, exist_ok=True); Path(out).write_text(json.dumps(res, indent=2) + '\n')
+        res = dict(benchmark='soft_variance', hp=HP, rows=rows, units='relative to ||batch gradient||^2',
+                   complete=len(rows) == len(VARIANTS), command='python benchmarks/soft_variance.py', git=git_state(),
+                   cpu=cpu_model(), torch=torch.__version__, seconds=round(time.time() - t0, 1))
+        Path(out).parent.mkdir(parents=True, exist_ok=True)   # after every variant: a slow run leaves what it measured
+        Path(out).write_text(json.dumps(res, indent=2) + '\n')
     print(f"wrote {out}")
 
 if __name__ == '__main__': main()

@@ -17,7 +17,10 @@ def bench(*args, timeout=600):
 def test_gpu_benchmark_skips_without_cuda_and_dry_runs_on_cpu():
     before = sorted((ROOT/'benchmarks'/'results').iterdir())
     assert 'no CUDA GPU: skipped' in bench('benchmarks/gpu_resnet50.py')
-    assert 'dry run: nothing written' in bench('benchmarks/gpu_resnet50.py', '--dry-run')
+    out = bench('benchmarks/gpu_resnet50.py', '--dry-run', '--cudnn-benchmark')
+    assert 'dry run: nothing written' in out
+    # the pieces: forward+backward at each subset size and the optimiser step apart; a model, not a 'bound'
+    assert '"t_opt_ms"' in out and '"t_fwd_bwd_ms"' in out and '"model_images_per_s"' in out and 'bound' not in out
     assert sorted((ROOT/'benchmarks'/'results').iterdir()) == before
 
 def test_whole_run_benchmark_writes_its_goals(tmp_path):
