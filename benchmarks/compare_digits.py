@@ -34,7 +34,7 @@ ap.add_argument('--no-copy', action='store_true', help='do not copy the outputs 
 args = ap.parse_args()
 
 tag = 'compare_digits' + (f'_noisy{round(args.noise*100)}' if args.noise else '')
-runs = ROOT/'results'/tag
+runs = Path('results')/tag             # relative to the repository root (the commands in compare.md stay portable)
 have = set(available_methods())
 methods = [m for m in args.methods if m in have]
 absent = [m for m in args.methods if m not in have]
