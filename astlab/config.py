@@ -363,10 +363,11 @@ def split_overrides(overrides, # None, a `section.key=value` string (several: co
                    ) -> list: # one `section.key=value` string per override
     "Every override as its own string, whatever shape they came in."
     if overrides is None: return []
-    if isinstance(overrides, str): overrides = [overrides]
+    if isinstance(overrides, str): overrides = [overrides] if overrides.strip() else []   # papermill's default ''
     out = []
     for o in overrides:
-        if not isinstance(o, str): raise ConfigError(f"Malformed override {o!r}: expected section.key=value strings")
+        if not isinstance(o, str) or not o.strip():   # `--set ''`: say so rather than drop it
+            raise ConfigError(f"Malformed override {o!r}: expected section.key=value strings, e.g. training.lr=0.05")
         out += [p for p in _NEXT_KEY.split(o.strip()) if p]
     return out
 
