@@ -477,7 +477,7 @@ class NoisyLabels(Dataset):
     def __getitem__(self, i:int):
         item = self.ds[i]
         if item is None: return None
-        return item[0], int(self.labels[i]), item[2]
+        return item[0], int(self.labels[item[2]]), item[2]   # item[2]: the index (keys may be `(index, seed)`)
     def __repr__(self): return f"NoisyLabels({self.ds!r}, flipped={int(self.flipped.sum())})"
 
 # %% ../nbs/04_data.ipynb #43
