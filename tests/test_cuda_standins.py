@@ -113,7 +113,9 @@ def test_gpu_benchmark_uses_the_trainers_amp_rule():
     src = (Path(__file__).parent.parent/'benchmarks'/'gpu_resnet50.py').read_text()
     calls = {n.func.id if isinstance(n.func, ast.Name) else getattr(n.func, 'attr', None)
              for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Call)}
-    assert 'resolve_amp' in calls and 'is_bf16_supported' not in calls and 'GradScaler' in calls
+    # fp16 gets its GradScaler from the Learner the benchmark trains with (amp_dtype=resolve_amp's choice)
+    assert 'resolve_amp' in calls and 'is_bf16_supported' not in calls and 'Learner' in calls
+    assert 'amp_dtype=amp_dtype' in src.replace(' ', '').replace('amp_dtype=amp_dtype', 'amp_dtype=amp_dtype')
 
 
 # ---------------------------------------------------------------- NVML by UUID (what a real GPU takes)
