@@ -118,18 +118,18 @@ def test_rs2_counts_only_what_it_draws(tmp_path):
 
 def test_infobatch_prunes_after_a_full_first_epoch_and_anneals(tmp_path):
     res = quiet(cfg_for(tmp_path, 'ast.method=infobatch', 'training.epochs=4', 'ast.infobatch_delta=0.5'))
-    rates = [r['activation_rate'] for r in res['training_history']]
+    rates = [r['activation_rate'] for r in history_rows(res)]
     assert rates[0] == 1.0 and rates[-1] == 1.0 and 0.5 < rates[1] < 1.0 and 0.5 < rates[2] < 1.0, rates  # e > 2: full
     res = quiet(cfg_for(tmp_path/'tgt', 'ast.method=infobatch', 'ast.infobatch_prune=null', 'ast.target_activation=0.4',
                         'training.epochs=4', 'ast.infobatch_delta=1.0'))
-    rates = [r['activation_rate'] for r in res['training_history']]
+    rates = [r['activation_rate'] for r in history_rows(res)]
     assert rates[0] == 1.0 and all(abs(r - 0.4) < 0.02 for r in rates[1:]), rates
     assert res['totals']['samples_scored'] == 0
 
 
 def test_start_anneal_interrupt_for_a_per_batch_method(tmp_path):
     res = quiet(cfg_for(tmp_path, 'ast.method=topk', 'ast.start_epoch=1', 'ast.anneal_epochs=1', 'training.epochs=3'))
-    h = res['training_history']
+    h = history_rows(res)
     assert [r['activation_rate'] for r in h][0::2] == [1.0, 1.0] and h[1]['activation_rate'] < 0.3
     res = quiet(cfg_for(tmp_path/'int', 'ast.method=topk', 'ast.interrupt_every=2', 'training.epochs=1'))
     assert 0.55 < res['totals']['activation_rate'] < 0.7                 # half the batches whole, half at 0.25
@@ -153,9 +153,8 @@ def test_epoch_and_schedule_resume_mid_epoch_is_exact(tmp_path, ov):
 
 def test_eval_every_skips_evaluations_but_not_the_last(tmp_path):
     res = quiet(cfg_for(tmp_path, 'training.eval_every=2', 'ast.method=random'))
-    vals = [r['val_acc'] for r in res['training_history']]
+    vals = [r['val_acc'] for r in history_rows(res)]
     assert vals[0] is None and vals[1] is not None and vals[2] is not None    # epochs 2 and 3 (the last)
     assert res['best_accuracy'] == max(vals[1:])
     saved = json.loads(Path(res['results_path']).read_text())
-    assert saved['training_history'][0]['val_acc'] is None if isinstance(saved['training_history'], list) else \
-        saved['training_history']['val_acc'][0] is None
+    assert saved['training_history']['val_acc'][0] is None      # the seed's dict-of-lists layout on disk
