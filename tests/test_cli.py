@@ -529,7 +529,9 @@ def test_sweep_log_gets_one_line_per_run_per_invocation(jobs):
 def test_analyze_prints_table_and_writes_plots(jobs):
     j = jobs("sweep")
     r, plots = ok(j["analyze"]), j["cwd"]/"D"/"plots"
-    table = [l for l in r.stdout.splitlines() if "digits_resnet_tiny" in l]
+    main_table = r.stdout.split("where the time goes")[0]            # the per-phase table follows, one row per run too
+    assert "where the time goes" in r.stdout
+    table = [l for l in main_table.splitlines() if "digits_resnet_tiny" in l]
     assert len(table) == 2                                     # one row per run: the newest results file of each
     for run in RUNS:
         assert sum(run in l for l in table) == 1
@@ -537,7 +539,7 @@ def test_analyze_prints_table_and_writes_plots(jobs):
         assert png.is_file() and png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cmp = plots/"comparison.png"
     assert cmp.is_file() and cmp.stat().st_size > 1000 and cmp.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in plots.iterdir()) == sorted([*(f"{run}.png" for run in RUNS), "comparison.png"])
+    assert sorted(p.name for p in plots.iterdir()) == sorted([*(f"{run}.png" for run in RUNS), "comparison.png", "phases.png"])
 
 
 @uses("analyze_empty")

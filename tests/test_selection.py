@@ -24,7 +24,7 @@ def _stream(sel, n_batches=400, n=64, seed=0, scale=1.0):
 
 
 def test_registry_and_protocol():
-    assert METHODS == ["ast", "random", "topk", "sb", "full", "is"]
+    assert METHODS == ["ast", "random", "topk", "sb", "full", "is", "rs2", "infobatch"]   # rs2/infobatch: epoch level
     for m in METHODS:
         sel = make_selector(m)
         assert isinstance(sel, Selector) and sel.name == m
