@@ -527,7 +527,7 @@ class EpochSampler(torch.utils.data.Sampler):
         return iter([(i, mix_seed(base, i)) for i in self._order()])
     def __len__(self): return len(self.indices) // self.world if self.world > 1 else len(self.indices)
 
-# %% ../nbs/04_data.ipynb #112ad46c
+# %% ../nbs/04_data.ipynb #3b3d495c
 def usable_cpus() -> int:
     "CPUs this process may run on (its affinity mask: a container's or a batch job's share), else the machine's count."
     try: return len(os.sched_getaffinity(0))
