@@ -84,3 +84,33 @@ def test_run_header_and_results_record_the_workers(tmp_path):
                      'training.num_workers=1', 'training.batch_size=8'), log=lines.append)
     assert json.loads(open(res['results_path']).read())['num_workers'] == 1
     assert '1 data workers' in next(l for l in lines if l.startswith('run ')) and 'auto' not in lines[-1]
+
+
+# ---------------------------------------------------------------- pinned memory and non-blocking copies (CUDA path)
+
+def test_cuda_loaders_pin_memory_and_their_copies_keep_it():
+    "Batches for a CUDA device come from page-locked memory (so their copy can overlap compute); CPU batches do not."
+    from astlab.stale import IndexSampler, stale_loader
+    from astlab.train import shard_loaders
+    cfg = config_from_dict({'dataset': {'type': 'digits', 'num_samples': 100}, 'training': {'batch_size': 16}})
+    for dev in ('cuda', 'cuda:1', torch.device('cuda', 0)):
+        tr, va, _ = get_dataloaders(cfg, device=dev)
+        assert tr.pin_memory and va.pin_memory, dev
+    assert stale_loader(tr, IndexSampler(len(tr.dataset))).pin_memory        # stale scoring's loader
+    assert all(dl.pin_memory for dl in shard_loaders(tr, va, 0))               # DDP's per-rank loaders
+    tr, va, _ = get_dataloaders(cfg, device='cpu')
+    assert not tr.pin_memory and not va.pin_memory
+
+
+def test_batch_transfer_to_cuda_is_non_blocking(monkeypatch):
+    "The learner moves x, y and the indices with non_blocking=True (no host sync per batch); spied on Tensor.to."
+    from astlab.learner import Learner
+    model = torch.nn.Linear(4, 2)
+    learn = Learner(model, None, None, torch.optim.SGD(model.parameters(), lr=0.1), device='cuda')
+    calls = []
+    def spy(self, *a, **k): calls.append((a, k)); return self
+    monkeypatch.setattr(torch.Tensor, 'to', spy)
+    b = (torch.zeros(3, 4), torch.zeros(3, dtype=torch.long), torch.arange(3))
+    learn._to(b)
+    assert len(calls) == 3, calls                                              # x, y and idx each travel once
+    assert all(torch.device(a[0]).type == 'cuda' and k.get('non_blocking') is True for a, k in calls), calls
