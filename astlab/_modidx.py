@@ -198,6 +198,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'astlab.data.EpochSampler.__len__': ('data.html#epochsampler.__len__', 'astlab/data.py'),
                              'astlab.data.EpochSampler._order': ('data.html#epochsampler._order', 'astlab/data.py'),
                              'astlab.data.EpochSampler.set_epoch': ('data.html#epochsampler.set_epoch', 'astlab/data.py'),
+                             'astlab.data.EpochSampler.skip': ('data.html#epochsampler.skip', 'astlab/data.py'),
                              'astlab.data.HFImages': ('data.html#hfimages', 'astlab/data.py'),
                              'astlab.data.HFImages.__init__': ('data.html#hfimages.__init__', 'astlab/data.py'),
                              'astlab.data.HFImages._value': ('data.html#hfimages._value', 'astlab/data.py'),

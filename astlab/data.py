@@ -516,15 +516,19 @@ class EpochSampler(torch.utils.data.Sampler):
                  shuffle:bool=True, # False: in order
                  rank:int=0, world:int=1): # DDP: this rank's share, every `world`-th of an equal-length prefix
         self.indices, self.seed, self.shuffle, self.rank, self.world, self.epoch = torch.arange(n), seed, shuffle, rank, world, 0
+        self.start = 0
     def set_epoch(self, epoch:int): self.epoch = epoch
+    def skip(self, k:int):
+        "Begin the next pass after its first `k` samples (a resumed epoch: the finished part is neither loaded nor decoded)."
+        self.start = k
     def _order(self) -> list:
         o = self.indices
         if self.shuffle: o = o[torch.randperm(len(o), generator=torch.Generator().manual_seed(mix_seed(self.seed, self.epoch)))]
         if self.world > 1: o = o[:len(o) - len(o) % self.world][self.rank::self.world]
         return o.tolist()
     def __iter__(self):
-        base = mix_seed(self.seed, self.epoch, 1)
-        return iter([(i, mix_seed(base, i)) for i in self._order()])
+        base, start, self.start = mix_seed(self.seed, self.epoch, 1), self.start, 0   # a skip holds for one pass
+        return iter([(i, mix_seed(base, i)) for i in self._order()[start:]])
     def __len__(self): return len(self.indices) // self.world if self.world > 1 else len(self.indices)
 
 # %% ../nbs/04_data.ipynb #3b3d495c

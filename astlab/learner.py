@@ -185,8 +185,12 @@ class Learner:
         if lg is not None and gen is not None: gen.set_state(lg)
         self.epoch_gen_state = gen.get_state() if gen is not None else None   # replays this epoch's order on resume
         self.mark('resume' if self.skip_batches else 'data')
-        batches, start = iter(self.train_dl), self.skip_batches
-        for _ in range(start): next(batches)                 # a resumed epoch: replay the data order, no compute
+        start, bs = self.skip_batches, getattr(self.train_dl, 'batch_size', None)
+        skip = bool(start) and hasattr(sampler, 'skip') and bs is not None
+        if skip: sampler.skip(start * bs)                    # a resumed epoch: the sampler starts past the finished batches
+        batches = iter(self.train_dl)
+        if start and not skip:
+            for _ in range(start): next(batches)             # other loaders: replay the data order (loads, no compute)
         self._restore_rng()
         self.skip_batches, self.n_run = 0, 0
         for self.iter, b in enumerate(self._timed(batches), start=start):

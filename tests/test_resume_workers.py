@@ -57,3 +57,22 @@ def test_resume_mid_epoch_with_workers_is_exact(folder, tmp_path, extra):
     a, b = weights(tmp_path/'ref'), weights(tmp_path/'run')
     for k in a: assert torch.equal(a[k], b[k]), k
     assert res['training_history']['val_acc'] == ref['training_history']['val_acc']
+
+
+def test_resumed_epoch_loads_only_the_batches_it_trains(tmp_path, monkeypatch):
+    "A mid-epoch resume starts the sampler past the finished batches: they are not loaded (or decoded) again."
+    from astlab.data import IndexedDataset
+    ov = ['dataset.type=digits', 'dataset.num_samples=200', 'dataset.image_size=8', 'model.name=resnet_tiny',
+          'training.epochs=2', 'training.batch_size=16', 'training.num_workers=0', 'training.device=cpu',
+          'training.progress=false', 'ast.target_activation=0.5', f'logging.output_dir={tmp_path}']
+    c = load_config(overrides=ov, env_file=None)
+    part = train(c, log=lambda *a: None, extra_cbs=(StopAt(1, 2),))      # epoch 2: 3 of its batches trained, then stop
+    assert not part['complete']
+    loads, orig = [], IndexedDataset.__getitem__
+    monkeypatch.setattr(IndexedDataset, '__getitem__', lambda self, k: loads.append(k) or orig(self, k))
+    res = train(c, log=lambda *a: None, resume='auto')
+    assert res['complete']
+    train_loads = [k for k in loads if isinstance(k, tuple)]             # training keys are (index, augmentation seed)
+    n_batches = 200 // 16                                                 # 200 training samples (+ 40 held out), drop_last
+    assert len(train_loads) == (n_batches - 3) * 16, len(train_loads)     # was n_batches * 16: the 3 done were reloaded
+    assert len(set(train_loads)) == len(train_loads)
