@@ -72,7 +72,7 @@ class ASTConfig:
     ki_warmup_epochs:int=_f(0, ge=0) # epochs over which ki ramps up from 0
     ema:float=_f(0.0, ge=0, lt=1) # smoothing of the measured active rate (0: none)
     normalize:str=_f('batch', choices=('batch', 'none')) # ast: threshold relative to each batch's median score, or absolute
-    bn_stats:str=_f('subset', choices=('subset', 'score')) # train-pass BatchNorm: whole-batch stats from the score pass, or the subset's own
+    bn_stats:str=_f('subset', choices=('subset', 'score')) # train-pass BatchNorm: the subset's own stats, or the whole batch's from the score pass (measured worse: benchmarks/bn_artefact.py)
     scoring:str=_f('fresh', choices=('fresh', 'stale')) # fresh: score pass every batch; stale: select per epoch from last training scores (no score pass)
     explore:float=_f(0.1, ge=0, lt=1) # stale: share of left-out samples drawn at random each epoch (so they get rescored)
     rescale:bool=False # stale: weight explored samples 1/explore in the loss (InfoBatch's unbiased rescaling)
