@@ -55,12 +55,14 @@ class DatasetConfig:
 @dataclass
 class ASTConfig:
     "Adaptive Sparse Training: how samples are scored, selected, and how the threshold is steered."
-    method:str=_f('ast', choices=('ast', 'random', 'topk', 'sb', 'full', 'is', 'rs2', 'infobatch')) # selector (see `astlab.selection`)
+    method:str=_f('ast', choices=('ast', 'random', 'topk', 'sb', 'full', 'is', 'rs2', 'infobatch', 'rholoss')) # selector (see `astlab.selection`; rholoss: `astlab.rholoss`)
     sharpness:Optional[float]=_f(None, gt=0) # ast: beta of soft AST, keep prob min(1, (s/tau)^beta), loss weight 1/prob; null or .inf = hard threshold
     weight_clip:Optional[float]=_f(None, ge=1) # soft ast / is: cap on the 1/prob loss weights (null: none; a cap biases)
     uniform_floor:float=_f(0.0, ge=0, le=1) # soft ast / is: mix this share of uniform sampling into the keep probabilities
     infobatch_prune:Optional[float]=_f(0.5, ge=0, lt=1) # infobatch: prune ratio p of below-mean-loss samples (null: solve p so a pruned epoch keeps target_activation)
     infobatch_delta:float=_f(0.875, gt=0, le=1) # infobatch: prune while epoch <= delta * epochs, then full data
+    rho_aux_model:str='mlp' # rholoss: irreducible-loss model, 'mlp' (small, see astlab.rholoss) or any model.name
+    rho_aux_epochs:int=_f(5, ge=1) # rholoss: epochs each of the two irreducible-loss models trains on its half
     scorer:str=_f('significance', choices=('significance', 'loss', 'entropy', 'margin')) # per-sample score
     target_activation:float=_f(0.25, gt=0, le=1) # fraction of each batch to train on, in (0, 1]
     initial_threshold:float=1.0 # starting significance threshold
