@@ -106,7 +106,7 @@ class TrainingConfig:
     embedding_weight_decay:Optional[float]=_f(None, ge=0) # ViTs: decay of class token / position embeddings (None: weight_decay; reference 0)
     label_smoothing:float=_f(0.0, ge=0, lt=1) # train-pass cross-entropy label smoothing (ViT reference 0.11); scores use plain loss
     grad_clip_norm:Optional[float]=_f(None, gt=0) # clip the gradient's global norm before each step (ViT reference 1.0; None: off)
-    num_workers:int=_f(0, ge=0) # DataLoader worker processes
+    num_workers:Union[int,str]=_f('auto', choices=('auto',), ge=0) # DataLoader worker processes; 'auto': min(8, usable CPUs - 1) for decoded images (folder/hf) on CUDA, else 0
     mixed_precision:bool=True # use AMP where the device supports it
     grad_accum_steps:int=_f(1, ge=1) # batches per optimiser step
     max_minutes:Optional[float]=_f(None, gt=0) # wall-clock cap for training (None: no cap)
@@ -198,24 +198,27 @@ def _coerce(key:str, value, tp, source):
     base, optional = _unpack(tp)
     if value is None and optional: return None
     if base is float and isinstance(value, int) and not isinstance(value, bool): return float(value)
-    ok = (value is not None and isinstance(value, base)
-          and not (base in (int, float) and isinstance(value, bool)))
-    if ok: return value
-    want = base.__name__ + (' or null' if optional else '')
+    alts = get_args(base) if get_origin(base) in (Union, types.UnionType) else (base,)   # e.g. int or 'auto'
+    if value is not None and any(isinstance(value, a) and not (a in (int, float) and isinstance(value, bool)) for a in alts):
+        return value
+    want = ' or '.join(a.__name__ for a in alts) + (' or null' if optional else '')
     got = 'null' if value is None else f"{type(value).__name__} {value!r}"
     raise ConfigError(f"Wrong type for '{key}'{_in(source)}: expected {want}, got {got}. "
-                      f"Write {_HOW.get(base, base.__name__)}" + (", or null" if optional else '') + '.')
+                      f"Write {', or '.join(_HOW.get(a, a.__name__) for a in alts)}" + (", or null" if optional else '') + '.')
 
 # %% ../nbs/00_config.ipynb #19
 def _check_rule(key, v, rule, origin):
     "Raise `ConfigError` if `v` breaks the field `rule` (choices or bounds); `None` is always fine here."
     if v is None or not rule: return
     where = f" (from {origin})"
-    if 'choices' in rule and v not in rule['choices']:
-        raise ConfigError(f"Invalid value for '{key}'{where}: {v!r}.{_suggest(v, rule['choices'])} "
-                          f"Choose one of: {', '.join(rule['choices'])}.")
     ops = dict(ge=(lambda a, b: a >= b, '>='), gt=(lambda a, b: a > b, '>'),
                le=(lambda a, b: a <= b, '<='), lt=(lambda a, b: a < b, '<'))
+    bounded = any(k in rule for k in ops)   # choices and bounds together: a named choice (e.g. 'auto') or a number
+    if 'choices' in rule and v not in rule['choices'] and (not bounded or isinstance(v, str)):
+        num = ' or a number ' + ' and '.join(f"{sym} {rule[k]}" for k, (_, sym) in ops.items() if k in rule) if bounded else ''
+        raise ConfigError(f"Invalid value for '{key}'{where}: {v!r}.{_suggest(v, rule['choices'])} "
+                          f"Choose one of: {', '.join(rule['choices'])}{num}.")
+    if 'choices' in rule and v in rule['choices']: return
     if any(k in rule and not ok(v, rule[k]) for k, (ok, _) in ops.items()):
         need = ' and '.join(f"{sym} {rule[k]}" for k, (_, sym) in ops.items() if k in rule)
         raise ConfigError(f"Out-of-range value for '{key}'{where}: {v!r}. Set {key} to a value {need}.")

@@ -285,9 +285,9 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     amp_dtype, amp_note = resolve_amp(t.mixed_precision, device)
     if device.type != 'cuda' and t.mixed_precision: log(f"note: {amp_note}")
     train_dl, val_dl, bundle = get_dataloaders(cfg, device=device)
-    if device.type == 'cuda' and t.num_workers == 0 and cfg.dataset.type in ('folder', 'hf'):
-        log("note: training.num_workers=0 decodes every image in the training process while the GPU waits (the results' "
-            "phase_s['data'] shows how long): set training.num_workers to 4-8")
+    if device.type == 'cuda' and train_dl.num_workers == 0 and cfg.dataset.type in ('folder', 'hf'):
+        log(f"note: training.num_workers={t.num_workers!r} resolved to 0: every image is decoded in the training process "
+            "while the GPU waits (the results' phase_s['data'] shows how long): set training.num_workers to 4-8 or auto")
     if cfg.dataset.num_classes is not None and cfg.dataset.num_classes != bundle.num_classes:
         raise ConfigError(f"dataset.num_classes={cfg.dataset.num_classes} but the data has {bundle.num_classes} classes: "
                           "fix dataset.num_classes or set it to null to infer it")
@@ -373,7 +373,8 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
         restore_learner(learn, ck)
         log(f"resumed from {ckpt}: epoch {learn.start_epoch + 1}, batch {learn.skip_batches + 1}")
     log(f"run {name}: {a.method} target={a.target_activation} on {device.type}, {t.epochs} epochs, "
-        f"{flops['fwd']/1e6:.1f} MFLOPs/sample forward ({flops['source']})")
+        f"{flops['fwd']/1e6:.1f} MFLOPs/sample forward ({flops['source']}), {train_dl.num_workers} data workers"
+        + (" (training.num_workers: auto)" if t.num_workers == 'auto' else ''))
     try: learn.fit(plan.epochs)
     finally:   # persistent worker processes: stop them now (left to the garbage collector they outlive the run)
         for dl in (learn.train_dl, learn.val_dl):
@@ -434,6 +435,7 @@ def write_results(cfg, learn, hist, name, path, device, amp_note, bundle, nonfin
     if not res['complete']:
         res['resume_hint'] = resume_command(checkpoint_dir(cfg)/'last.pt')
     res['world_size'] = world_size()
+    res['num_workers'] = learn.train_dl.num_workers   # DataLoader workers used (training.num_workers resolved: 'auto' -> a count)
     if extra: res |= extra
     if write: atomic_write_text(path, json.dumps(redact(res), indent=2))   # DDP: rank 0 only
     res['results_path'] = str(path)
