@@ -26,22 +26,27 @@ def cfg_for(d, *extra): return load_config(overrides=TINY + [f'logging.output_di
 def quiet(cfg, **kw): return train(cfg, log=lambda s: None, **kw)
 
 
-def test_rholoss_charges_aux_flops_into_totals(tmp_path):
-    res = quiet(cfg_for(tmp_path))
+@pytest.fixture(scope='module')
+def ref_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp('ref'); return d, quiet(cfg_for(d))
+
+
+def test_rholoss_charges_aux_flops_into_totals(ref_run):
+    d, res = ref_run
     t, f, rho = res['totals'], res['flops_per_sample'], res['rholoss']
-    assert rho["aux_flops"] > 0 and rho["aux_samples_trained"] == 2 * rho["aux_samples_scored"]   # 2 epochs over both halves
+    assert rho['aux_flops'] > 0 and rho['aux_samples_trained'] == 2 * rho['aux_samples_scored']   # 2 epochs over both halves
     main = t['samples_scored'] * f['fwd'] + t['samples_trained'] * f['fwd_bwd']
     assert t['flops'] == pytest.approx(main + rho['aux_flops'])                # the aux models are in the total, once
     assert rho['aux_share'] == pytest.approx(rho['aux_flops'] / t['flops'])
     assert history_rows(res)[-1]['est_flops_g'] == pytest.approx(t['flops'] / 1e9)
     assert t['activation_rate'] == pytest.approx(0.5, abs=0.02)
-    assert not rho['cached'] and list(Path(tmp_path).glob(f'checkpoints/*/{rl.IL_FILE}'))
+    assert not rho['cached'] and list(Path(d).glob(f'checkpoints/*/{rl.IL_FILE}'))
 
 
 @pytest.mark.parametrize('drop', ['cache_file', 'checkpoint'])
-def test_rholoss_resume_reuses_irreducible_losses(tmp_path, monkeypatch, drop):
+def test_rholoss_resume_reuses_irreducible_losses(ref_run, tmp_path, monkeypatch, drop):
     "Stopped mid-epoch, resumed from the checkpoint (cache file gone) or rerun from the cache file (checkpoint gone)."
-    ref = quiet(cfg_for(tmp_path/'ref'))
+    ref_dir, ref = ref_run
     part = quiet(cfg_for(tmp_path/'run'), extra_cbs=(StopAt(1, 1),))
     assert not part['complete']
     [ck_dir] = (tmp_path/'run'/'checkpoints').iterdir()
@@ -55,7 +60,7 @@ def test_rholoss_resume_reuses_irreducible_losses(tmp_path, monkeypatch, drop):
     assert res['rholoss']['cached'] and res['rholoss']['il_checksum'] == ref['rholoss']['il_checksum']
     assert res['totals']['flops'] == pytest.approx(ref['totals']['flops'])   # aux charged once, not per start
     assert history(res) == history(ref)                                     # and training is the same as uninterrupted
-    a, b = final_weights(tmp_path/'run'), final_weights(tmp_path/'ref')
+    a, b = final_weights(tmp_path/'run'), final_weights(ref_dir)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
