@@ -59,7 +59,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'astlab.api.SparseStep.subset': ('api.html#sparsestep.subset', 'astlab/api.py'),
                             'astlab.api.SparseStep.threshold': ('api.html#sparsestep.threshold', 'astlab/api.py'),
                             'astlab.api.call_model': ('api.html#call_model', 'astlab/api.py'),
-                            'astlab.api.infobatch_draw': ('api.html#infobatch_draw', 'astlab/api.py'),
                             'astlab.api.logits_of': ('api.html#logits_of', 'astlab/api.py'),
                             'astlab.api.take': ('api.html#take', 'astlab/api.py')},
             'astlab.budget': { 'astlab.budget.BudgetCB': ('budget.html#budgetcb', 'astlab/budget.py'),

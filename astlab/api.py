@@ -8,13 +8,13 @@ import math
 from contextlib import nullcontext
 import torch, torch.nn.functional as F
 from torch import Tensor
-from .selection import Selector, SelectionState, make_selector
+from .selection import Selector, SelectionState, InfoBatchSelector, make_selector
 from .significance import get_scorer
 from .distributed import world_size, rank, all_reduce_sum
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['logits_of', 'call_model', 'take', 'SparseStep', 'infobatch_draw', 'PrunedSampler', 'PrunedDataset']
+__all__ = ['logits_of', 'call_model', 'take', 'SparseStep', 'PrunedSampler', 'PrunedDataset']
 
 # %% ../nbs/06b_api.ipynb #5
 def logits_of(out) -> Tensor:
@@ -242,27 +242,6 @@ def load_state_dict(self:SparseStep, d:dict):
 @patch
 def __repr__(self:SparseStep): return f"SparseStep({self.selector!r})"
 
-# %% ../nbs/06b_api.ipynb #23
-def infobatch_draw(scores:Tensor,        # (N,) last loss per sample; non-finite = never scored (always kept)
-                   prune:float|None=None, # fraction of the below-mean samples to leave out; None: from `target`
-                   target:float|None=None, # trained fraction to aim at when `prune` is None
-                   generator:torch.Generator|None=None,
-                  ) -> tuple:            # (keep mask (N,), loss weights (N,), the prune fraction used)
-    "InfoBatch's rule: leave out a random `prune` share of the below-mean samples, weight the kept ones 1/(1-prune)."
-    n = len(scores); keep = torch.ones(n, dtype=torch.bool); w = torch.ones(n)
-    fin = torch.isfinite(scores)
-    if not fin.any(): return keep, w, 0.0
-    low = (fin & (scores < scores[fin].mean())).nonzero().squeeze(1)
-    if prune is None:                                # leave out round((1 - target) N) samples, at most all below the mean
-        drop = min(len(low), round((1 - target) * n)); kept = len(low) - drop
-        prune = drop / len(low) if len(low) else 0.0
-    elif not 0 <= prune <= 1: raise ValueError(f"prune must be in [0, 1], got {prune}")
-    else: kept = int((1 - prune) * len(low))         # InfoBatch keeps int(keep_ratio * |well learned|)
-    perm = low[torch.randperm(len(low), generator=generator)]
-    keep[perm[kept:]] = False
-    if prune < 1: w[perm[:kept]] = 1 / (1 - prune)
-    return keep, w, float(prune)
-
 # %% ../nbs/06b_api.ipynb #26
 class PrunedSampler(torch.utils.data.Sampler):
     "The sampler of a `PrunedDataset`: each `iter` draws an epoch (shuffled, this rank's share) from the dataset's scores."
@@ -278,8 +257,8 @@ class PrunedDataset(torch.utils.data.Dataset):
                  target:float=0.5,            # fraction of the data to train on per pruned epoch
                  epochs:int|None=None,        # total epochs (for the final full-data epochs); None: never anneal
                  method:str='infobatch',      # 'infobatch', or 'ast' (the stale AST draw of `astlab.stale`)
-                 prune:float|None=None,       # infobatch: fixed prune fraction (InfoBatch's `ratio`); None: from target
-                 delta:float=0.875,           # prune during the first `delta` of the epochs, then train on everything
+                 prune:float|None=None,       # infobatch: fixed prune fraction in [0, 1) (InfoBatch's `ratio`); None: from target
+                 delta:float=0.875,           # prune while epoch <= delta * epochs, then train on everything
                  shuffle:bool=True,           # shuffle each epoch's draw
                  seed:int=0,                  # seed of the draw and the shuffle (the same on every rank)
                  num_replicas:int|None=None,  # DDP world size; None: from torch.distributed
@@ -295,7 +274,8 @@ class PrunedDataset(torch.utils.data.Dataset):
         n = len(dataset)
         self.scores = torch.full((n,), float('inf'))   # never scored: always drawn
         self.weights, self.fresh = torch.ones(n), torch.zeros(n, dtype=torch.bool)
-        self.selector = make_selector('ast', target=target, **kw) if method == 'ast' else None
+        self.infobatch = InfoBatchSelector(target=target, prune=prune, delta=delta)   # the rule and its annealing schedule
+        self.selector = make_selector('ast', target=target, **kw) if method == 'ast' else self.infobatch
         self.epoch, self._next, self._order, self._cursor, self.kept = -1, 0, None, 0, n
         self.sampler = PrunedSampler(self)
 
@@ -313,8 +293,8 @@ class PrunedDataset(torch.utils.data.Dataset):
 # %% ../nbs/06b_api.ipynb #27
 @patch
 def pruning(self:PrunedDataset, epoch:int) -> bool:
-    "Whether `epoch` is pruned (the last `1 - delta` of the epochs train on everything)."
-    return self.epochs is None or epoch < self.delta * self.epochs
+    "Whether `epoch` is pruned: until InfoBatch's annealing (`InfoBatchSelector.full_epoch`) trains on everything."
+    return self.epochs is None or not self.infobatch.full_epoch(epoch, self.epochs)
 
 @patch
 def _sync_scores(self:PrunedDataset):
@@ -336,7 +316,7 @@ def _draw(self:PrunedDataset, epoch:int):
     self.weights = torch.ones(n)
     if not self.pruning(epoch): keep = torch.ones(n, dtype=torch.bool)
     elif self.method == 'infobatch':
-        keep, self.weights, self.last_prune = infobatch_draw(self.scores, self.prune, self.target, generator=g)
+        keep, self.weights = self.infobatch.draw(self.scores, generator=g)
     else:
         from astlab.stale import draw_from_table
         self.selector.set_epoch(epoch)

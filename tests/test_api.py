@@ -140,6 +140,22 @@ def test_methods_by_name_and_unknown_method():
     with pytest.raises(ValueError, match="unknown selection method"): SparseStep(model, method="nope")
 
 
+
+def test_pruned_dataset_draws_with_the_infobatch_selector():
+    "InfoBatch's rule lives in one place: a PrunedDataset epoch is InfoBatchSelector's draw (mask, weights, annealing)."
+    from astlab import PrunedDataset
+    from astlab.selection import InfoBatchSelector
+    v = torch.rand(200, generator=torch.Generator().manual_seed(1))      # 97 below the mean: fewer than 1 - target
+    for prune in (None, 0.3):
+        ds = PrunedDataset(list(range(200)), target=0.5, prune=prune, epochs=4, delta=0.5, shuffle=False)
+        ds.scores = v.clone()
+        ib = InfoBatchSelector(target=0.5, prune=prune, delta=0.5)
+        assert [ds.pruning(e) for e in range(4)] == [True, True, True, False]   # InfoBatch: prune while e <= delta * E
+        for e in range(3):
+            keep, w = ib.draw(v, torch.Generator().manual_seed(ds.seed + 7919 * e))
+            assert torch.equal(ds._draw(e), keep.nonzero().squeeze(1)) and torch.equal(ds.weights, w)
+        assert len(ds._draw(3)) == 200 and torch.equal(ds.weights, torch.ones(200))
+
 # ------------------------------------------------------------------------------------------ DDP: 2 processes on CPU
 WORKER = textwrap.dedent('''
     import sys, torch, torch.distributed as dist, torch.nn.functional as F
