@@ -5,7 +5,7 @@
 # %% ../nbs/06b_api.ipynb #2
 from __future__ import annotations
 import math
-from contextlib import nullcontext
+from contextlib import nullcontext, contextmanager
 import torch, torch.nn.functional as F
 from torch import Tensor
 from .selection import Selector, SelectionState, InfoBatchSelector, make_selector
@@ -14,7 +14,7 @@ from .distributed import world_size, rank, all_reduce_sum
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['logits_of', 'call_model', 'take', 'SparseStep', 'PrunedSampler', 'PrunedDataset']
+__all__ = ['logits_of', 'call_model', 'take', 'SparseStep', 'frozen_running_stats', 'PrunedSampler', 'PrunedDataset']
 
 # %% ../nbs/06b_api.ipynb #5
 def logits_of(out) -> Tensor:
@@ -82,6 +82,21 @@ class SparseStep:
         self.rates, self.counts, self._frozen, self._hook = [], None, [], None
 
 # %% ../nbs/06b_api.ipynb #10
+_BN = torch.nn.modules.batchnorm._BatchNorm
+
+def _tracking_bns(model) -> list:
+    "The model's BatchNorm layers that update their running statistics now."
+    return [m for m in model.modules() if isinstance(m, _BN) and m.track_running_stats]
+
+@contextmanager
+def frozen_running_stats(model):
+    "Inside: BatchNorm still normalises with each batch's own statistics but updates no running statistics."
+    bns = _tracking_bns(model)
+    for m in bns: m.track_running_stats = False
+    try: yield
+    finally:
+        for m in bns: m.track_running_stats = True
+
 @patch
 def _setup(self:SparseStep, device):
     "On the first batch: counters on the batch's device; the global controller if running distributed."
@@ -96,7 +111,6 @@ def _setup(self:SparseStep, device):
 def score(self:SparseStep, x, y):
     "The score pass: (logits, scores) of the whole batch, under `no_grad`."
     if self.score_scale != 1:
-        from astlab.sparse import frozen_running_stats
         ctx = frozen_running_stats(self.model)   # low-resolution batches must not train BatchNorm's running stats
         x = F.interpolate(x, scale_factor=self.score_scale, mode='bilinear')
     else: ctx = nullcontext()
@@ -118,12 +132,10 @@ def choose(self:SparseStep, scores, n:int, idx=None):
     self.steps += 1
     return mask
 
-_BN = torch.nn.modules.batchnorm._BatchNorm
-
 @patch
 def _freeze_running_stats(self:SparseStep):
     "The score pass updated BatchNorm's running statistics from the whole batch: the user's train forward must not (once)."
-    self._frozen = [m for m in self.model.modules() if isinstance(m, _BN) and m.track_running_stats]
+    self._frozen = _tracking_bns(self.model)
     for m in self._frozen: m.track_running_stats = False
     if self._frozen and self.unfreeze_hook:            # after that forward
         self._hook = self.model.register_forward_hook(lambda *a: self._unfreeze())

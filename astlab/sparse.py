@@ -10,14 +10,12 @@ from .learner import Callback
 from .distributed import all_reduce_sum
 from .selection import Selector, SelectionState, make_selector
 from .significance import get_scorer
-from .api import SparseStep
+from .api import SparseStep, frozen_running_stats, _BN   # the BatchNorm helpers live with the step
 
 # %% auto #0
-__all__ = ['BatchStats', 'frozen_running_stats', 'SelectionCB']
+__all__ = ['BatchStats', 'SelectionCB']
 
 # %% ../nbs/07a_sparse.ipynb #5
-_BN = torch.nn.modules.batchnorm._BatchNorm
-
 class BatchStats:
     "Capture each BatchNorm's batch statistics in one forward; reuse them (as fixed stats) in the next one."
     def __init__(self, model):
@@ -49,15 +47,6 @@ class BatchStats:
         "Put back the real running statistics and training mode (safe after backward: buffers are rebound, not copied)."
         for m, tr, rm, rv in self.saved: m.running_mean, m.running_var = rm, rv; m.train(tr)
         self.saved, self.stats = [], {}
-
-@contextmanager
-def frozen_running_stats(model):
-    "Inside: BatchNorm still normalises with each batch's own statistics but updates no running statistics."
-    bns = [m for m in model.modules() if isinstance(m, _BN) and m.track_running_stats]
-    for m in bns: m.track_running_stats = False
-    try: yield
-    finally:
-        for m in bns: m.track_running_stats = True
 
 # %% ../nbs/07a_sparse.ipynb #7
 class SelectionCB(Callback):
