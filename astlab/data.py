@@ -23,8 +23,8 @@ from .config import Config, config_from_dict
 __all__ = ['SPLIT_SEED', 'IMAGENET_MEAN', 'IMAGENET_STD', 'DATASET_TYPES', 'DataError', 'seeded_augmentation', 'IndexedDataset',
            'collate_indexed', 'stratified_pick', 'TensorImages', 'DataBundle', 'describe', 'train_transform',
            'val_transform', 'BadImageWarning', 'ImageDataset', 'ImageFiles', 'dataset_label', 'HFImages', 'flip_labels',
-           'dataset_labels', 'NoisyLabels', 'get_datasets', 'mix_seed', 'EpochSampler', 'AstDataLoader',
-           'get_dataloaders']
+           'dataset_labels', 'NoisyLabels', 'get_datasets', 'mix_seed', 'EpochSampler', 'usable_cpus',
+           'resolve_num_workers', 'AstDataLoader', 'get_dataloaders']
 
 # %% ../nbs/04_data.ipynb #5
 class DataError(ValueError):
@@ -527,6 +527,25 @@ class EpochSampler(torch.utils.data.Sampler):
         return iter([(i, mix_seed(base, i)) for i in self._order()])
     def __len__(self): return len(self.indices) // self.world if self.world > 1 else len(self.indices)
 
+# %% ../nbs/04_data.ipynb #3b3d495c
+def usable_cpus() -> int:
+    "CPUs this process may run on (its affinity mask: a container's or a batch job's share), else the machine's count."
+    try: return len(os.sched_getaffinity(0))
+    except AttributeError: return os.cpu_count() or 1
+
+def resolve_num_workers(num_workers, # `training.num_workers`: a count, or 'auto'
+                        dataset_type:str, # `dataset.type`
+                        device='cpu', # where batches go
+                        cpus:Optional[int]=None, # usable CPUs (None: `usable_cpus()`)
+                        local_world:Optional[int]=None, # processes on this machine (None: torchrun's LOCAL_WORLD_SIZE, else 1)
+                       ) -> int:
+    "DataLoader workers: an int as given; 'auto': min(8, CPUs per process - 1) for decoded images on CUDA, else 0."
+    if num_workers != 'auto': return int(num_workers)
+    if not str(device).startswith('cuda') or dataset_type not in ('folder', 'hf'): return 0
+    if local_world is None: local_world = int(os.environ.get('LOCAL_WORLD_SIZE', 1))
+    per_process = (usable_cpus() if cpus is None else cpus) // max(1, local_world)
+    return max(0, min(8, per_process - 1))
+
 # %% ../nbs/04_data.ipynb #50
 class AstDataLoader(DataLoader):
     "A `DataLoader` that leaves out batches with fewer than `min_batch` readable items (`collate_indexed` drops unreadable ones)."
@@ -555,8 +574,9 @@ def get_dataloaders(cfg:Config, # run config: `dataset` for the data, `training`
     if isinstance(cfg, dict): cfg = config_from_dict(cfg)
     if bundle is None: bundle = get_datasets(cfg)
     t, n = cfg.training, len(bundle.train_ds)
-    common = dict(batch_size=t.batch_size, num_workers=t.num_workers, collate_fn=collate_indexed,
-                  pin_memory=str(device).startswith('cuda'), persistent_workers=t.num_workers > 0)
+    workers = resolve_num_workers(t.num_workers, cfg.dataset.type, device)
+    common = dict(batch_size=t.batch_size, num_workers=workers, collate_fn=collate_indexed,
+                  pin_memory=str(device).startswith('cuda'), persistent_workers=workers > 0)
     # the loader's own generator only seeds worker processes, which draw nothing: order and augmentation are the sampler's
     train_dl = AstDataLoader(bundle.train_ds, sampler=EpochSampler(n, t.seed), generator=torch.Generator().manual_seed(t.seed),
                              drop_last=n > t.batch_size, min_batch=min(2, n), **common)

@@ -25,6 +25,7 @@ from .stale import StaleScoreCB, IndexSampler, stale_loader
 from .epoch import EpochSelectionCB
 from .selection import EpochSelector
 from .budget import budget_plan, BudgetCB, NoisyPickCB
+from .rholoss import RhoLossSelector, setup_rholoss, rholoss_summary
 from .distributed import init_distributed, world_size, rank, is_main, all_reduce_sum, shard_indices
 
 # %% auto #0
@@ -284,9 +285,9 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     amp_dtype, amp_note = resolve_amp(t.mixed_precision, device)
     if device.type != 'cuda' and t.mixed_precision: log(f"note: {amp_note}")
     train_dl, val_dl, bundle = get_dataloaders(cfg, device=device)
-    if device.type == 'cuda' and t.num_workers == 0 and cfg.dataset.type in ('folder', 'hf'):
-        log("note: training.num_workers=0 decodes every image in the training process while the GPU waits (the results' "
-            "phase_s['data'] shows how long): set training.num_workers to 4-8")
+    if device.type == 'cuda' and train_dl.num_workers == 0 and cfg.dataset.type in ('folder', 'hf'):
+        log(f"note: training.num_workers={t.num_workers!r} resolved to 0: every image is decoded in the training process "
+            "while the GPU waits (the results' phase_s['data'] shows how long): set training.num_workers to 4-8 or auto")
     if cfg.dataset.num_classes is not None and cfg.dataset.num_classes != bundle.num_classes:
         raise ConfigError(f"dataset.num_classes={cfg.dataset.num_classes} but the data has {bundle.num_classes} classes: "
                           "fix dataset.num_classes or set it to null to infer it")
@@ -313,7 +314,8 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     stale = a.scoring == 'stale'
     explore = a.explore if stale and a.method == 'ast' else 0.0   # random/topk draws: no exploration share
     target = (a.target_activation - explore)/(1 - explore)
-    selector = make_selector(a.method, target=target, kp=a.kp, ki=a.ki, initial_threshold=a.initial_threshold,
+    rho = a.method == 'rholoss'   # RHO-LOSS: per-batch top reducible loss; its irreducible losses come below
+    selector = RhoLossSelector(target, a.min_active) if rho else make_selector(a.method, target=target, kp=a.kp, ki=a.ki, initial_threshold=a.initial_threshold,
                              min_threshold=a.min_threshold, max_threshold=a.max_threshold, min_active=a.min_active,
                              ema=a.ema, kp_warmup_epochs=a.kp_warmup_epochs, ki_warmup_epochs=a.ki_warmup_epochs,
                              sb_beta=a.sb_beta, sb_history=a.sb_history, normalize=a.normalize, bucket=a.bucket,
@@ -328,7 +330,8 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     reduce = (lambda *xs: all_reduce_sum(*xs, device=device)) if world > 1 else None   # DDP: energy of every rank
     hist = HistoryCB(RunMeter(flops, energy, reduce=reduce), jsonl_path=cfg.logging.jsonl_path if is_main() else None)
     nonfinite = NonFiniteCB()
-    scorer = get_scorer(a.scorer, entropy_weight=a.entropy_weight)
+    scorer = get_scorer('loss') if rho else get_scorer(a.scorer, entropy_weight=a.entropy_weight)
+    if rho: rho = setup_rholoss(cfg, bundle, selector, hist.meter, hist, ck_dir, ck, device, log)   # aux FLOPs charged once
     if stale or isinstance(selector, EpochSelector):
         sampler = IndexSampler(len(bundle.train_ds), seed=t.seed)
         train_dl = stale_loader(train_dl, sampler)
@@ -370,14 +373,16 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
         restore_learner(learn, ck)
         log(f"resumed from {ckpt}: epoch {learn.start_epoch + 1}, batch {learn.skip_batches + 1}")
     log(f"run {name}: {a.method} target={a.target_activation} on {device.type}, {t.epochs} epochs, "
-        f"{flops['fwd']/1e6:.1f} MFLOPs/sample forward ({flops['source']})")
+        f"{flops['fwd']/1e6:.1f} MFLOPs/sample forward ({flops['source']}), {train_dl.num_workers} data workers"
+        + (" (training.num_workers: auto)" if t.num_workers == 'auto' else ''))
     try: learn.fit(plan.epochs)
     finally:   # persistent worker processes: stop them now (left to the garbage collector they outlive the run)
         for dl in (learn.train_dl, learn.val_dl):
             if getattr(dl, '_iterator', None) is not None and hasattr(dl, '_stop_workers'): dl._stop_workers(dl._iterator)
     res = write_results(cfg, learn, hist, name, results_path, device=device, amp_note=amp_note, bundle=bundle,
                         nonfinite=nonfinite.skipped, write=is_main(),
-                        extra=dict(label_noise=noise.summary()) if flipped is not None else None)
+                        extra=(dict(label_noise=noise.summary()) if flipped is not None else {}) |
+                              (dict(rholoss=rholoss_summary(rho, hist.meter.totals()['flops_g'] * 1e9)) if rho else {}))
     if (learn.stop_reason or '').startswith(('signal:', 'max_minutes')) and is_main():   # on the console too
         print(f"run stopped ({learn.stop_reason}) after {res['epochs_completed']} complete epoch(s), checkpoint "
               f"{ck_dir/'last.pt'}; resume with: {redact(res['resume_hint'])}", file=sys.stderr, flush=True)
@@ -430,6 +435,7 @@ def write_results(cfg, learn, hist, name, path, device, amp_note, bundle, nonfin
     if not res['complete']:
         res['resume_hint'] = resume_command(checkpoint_dir(cfg)/'last.pt')
     res['world_size'] = world_size()
+    res['num_workers'] = learn.train_dl.num_workers   # DataLoader workers used (training.num_workers resolved: 'auto' -> a count)
     if extra: res |= extra
     if write: atomic_write_text(path, json.dumps(redact(res), indent=2))   # DDP: rank 0 only
     res['results_path'] = str(path)

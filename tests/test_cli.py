@@ -133,6 +133,7 @@ ERROR_CASES = {
     "yaml_syntax": (["--config", "bad.yaml"], ["bad.yaml", "line 3"]),
     "missing_config": (["--config", "nope/missing.yaml"], ["nope/missing.yaml", "not found"]),
     "target_out_of_range": (["--target-activation", "1.5"], ["ast.target_activation", "1.5"]),
+    "workers_word": (["--set", "training.num_workers=many"], ["training.num_workers", "'many'", "auto"]),
     "missing_train_dir": (["--set", "dataset.type=folder", "dataset.train_dir={cwd}/no/such/dir"],
                           ["dataset.train_dir", "{cwd}/no/such/dir", "does not exist"]),
 }
