@@ -233,6 +233,7 @@ def test_running_stats_come_from_the_score_pass_only():
     assert int(model[1].num_batches_tracked) == 2
 
 
+@pytest.mark.slow   # a benchmark smoke run: `make test-slow`
 def test_overhead_benchmark_runs(tmp_path):
     "benchmarks/api_overhead.py at tiny sizes: the whole code path and the output schema (no timing asserted)."
     import json
