@@ -35,7 +35,9 @@ def take(x, sel:Tensor, n:int):
     "Rows `sel` of every tensor in `x` (a tensor, dict, list or tuple) whose first dimension is the batch size `n`."
     if isinstance(x, Tensor):
         if not (x.ndim and x.shape[0] == n): return x
-        return x[sel if sel.device == x.device else sel.to(x.device, non_blocking=True)]   # never a blocking copy
+        if sel.device != x.device:   # to an accelerator: queued with the batch; to the host: blocking (read right after)
+            sel = sel.to(x.device, non_blocking=x.device.type != 'cpu')
+        return x[sel]
     if isinstance(x, dict):
         d = {k: take(v, sel, n) for k, v in x.items()}
         try: return type(x)(d)
