@@ -4,11 +4,10 @@
 
 # %% ../nbs/07a_sparse.ipynb #2
 from __future__ import annotations
-import torch, torch.nn.functional as F
-from contextlib import nullcontext, contextmanager
+import torch
 from .learner import Callback
 from .distributed import all_reduce_sum
-from .selection import Selector, SelectionState, make_selector
+from .selection import Selector
 from .significance import get_scorer
 from .api import SparseStep, frozen_running_stats, _BN   # the BatchNorm helpers live with the step
 
