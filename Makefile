@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test sync-check nbtest pytest browser readme bench clean
+.PHONY: install demo test test-slow sync-check nbtest pytest browser readme bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -40,7 +40,13 @@ nbtest: install
 	$(VENV)/bin/nbdev-test --n-workers 2
 
 pytest: install browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+## The long tests `make test` leaves out (marked `slow`: benchmark smoke runs, multi-process and real-signal runs)
+## and the notebooks' slow cells; about as long again as `make test`
+test-slow: install browser
+	$(PY) -m pytest -q -m slow
+	for nb in $$(grep -l '"#| slow' nbs/*.ipynb); do $(VENV)/bin/nbdev-test --flags slow $$nb || exit 1; done
 
 ## Debian's chromium for the HTML report's browser test (installed when missing; says why when it cannot be)
 browser:

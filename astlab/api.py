@@ -5,16 +5,16 @@
 # %% ../nbs/06b_api.ipynb #2
 from __future__ import annotations
 import math
-from contextlib import nullcontext
+from contextlib import nullcontext, contextmanager
 import torch, torch.nn.functional as F
 from torch import Tensor
-from .selection import Selector, SelectionState, make_selector
+from .selection import Selector, SelectionState, InfoBatchSelector, make_selector
 from .significance import get_scorer
 from .distributed import world_size, rank, all_reduce_sum
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['logits_of', 'call_model', 'take', 'SparseStep', 'infobatch_draw', 'PrunedSampler', 'PrunedDataset']
+__all__ = ['logits_of', 'call_model', 'take', 'SparseStep', 'frozen_running_stats', 'PrunedSampler', 'PrunedDataset']
 
 # %% ../nbs/06b_api.ipynb #5
 def logits_of(out) -> Tensor:
@@ -33,7 +33,11 @@ def call_model(model, x, label_key:str='labels'):
 
 def take(x, sel:Tensor, n:int):
     "Rows `sel` of every tensor in `x` (a tensor, dict, list or tuple) whose first dimension is the batch size `n`."
-    if isinstance(x, Tensor): return x[sel.to(x.device)] if x.ndim and x.shape[0] == n else x
+    if isinstance(x, Tensor):
+        if not (x.ndim and x.shape[0] == n): return x
+        if sel.device != x.device:   # to an accelerator: queued with the batch; to the host: blocking (read right after)
+            sel = sel.to(x.device, non_blocking=x.device.type != 'cpu')
+        return x[sel]
     if isinstance(x, dict):
         d = {k: take(v, sel, n) for k, v in x.items()}
         try: return type(x)(d)
@@ -58,7 +62,7 @@ class SparseStep:
                  flops:float|dict|None=None,    # forward FLOPs per sample (or `flops_per_sample(...)`), for `stats()`
                  forward=None,                  # callable(model, x) -> output; None: `call_model` (tensor or dict batch)
                  label_key:str='labels',        # where a dict batch keeps its labels
-                 autocast:torch.dtype|None=None, # dtype for the score pass's autocast (None: off)
+                 autocast=None,                 # the score pass's autocast: a dtype, a callable -> context manager, or None (off)
                  generator:torch.Generator|None=None, # RNG for random draws (random, sb, top-ups)
                  score_scale:float=1.0,         # score at this fraction of the resolution (image batches)
                  distributed:bool|None=None,    # one global controller across ranks; None: if a process group is up
@@ -74,15 +78,33 @@ class SparseStep:
         self.flops, self.autocast, self.generator, self.score_scale = flops, autocast, generator, score_scale
         self.distributed, self.epoch, self.steps, self.device = distributed, 0, 0, None
         self.score_context = None   # optional callable -> context manager around the score pass (the trainer's BatchNorm capture)
+        self.freeze_bn = True       # after a score pass, the next forward leaves BatchNorm's running statistics alone
+        self.unfreeze_hook = True   # ... and a one-shot forward hook switches tracking back on (a trainer may do it itself)
         self.last_weights, self.last_mask, self.last_logits = None, None, None
-        self.rates, self.counts = [], None
+        self.rates, self.counts, self._frozen, self._hook = [], None, [], None
 
 # %% ../nbs/06b_api.ipynb #10
+_BN = torch.nn.modules.batchnorm._BatchNorm
+
+def _tracking_bns(model) -> list:
+    "The model's BatchNorm layers that update their running statistics now."
+    return [m for m in model.modules() if isinstance(m, _BN) and m.track_running_stats]
+
+@contextmanager
+def frozen_running_stats(model):
+    "Inside: BatchNorm still normalises with each batch's own statistics but updates no running statistics."
+    bns = _tracking_bns(model)
+    for m in bns: m.track_running_stats = False
+    try: yield
+    finally:
+        for m in bns: m.track_running_stats = True
+
 @patch
 def _setup(self:SparseStep, device):
     "On the first batch: counters on the batch's device; the global controller if running distributed."
     self.device = device
     if self.counts is None: self.reset_counts()
+    else: self.counts['correct'] = self.counts['correct'].to(device)   # loaded before the first batch: once
     if self.distributed is None: self.distributed = world_size() > 1
     if self.distributed and getattr(self.selector, 'rate_reduce', False) is None:
         self.selector.rate_reduce = lambda count, n: all_reduce_sum(count, n, device=self.device)
@@ -91,11 +113,11 @@ def _setup(self:SparseStep, device):
 def score(self:SparseStep, x, y):
     "The score pass: (logits, scores) of the whole batch, under `no_grad`."
     if self.score_scale != 1:
-        from astlab.sparse import frozen_running_stats
         ctx = frozen_running_stats(self.model)   # low-resolution batches must not train BatchNorm's running stats
         x = F.interpolate(x, scale_factor=self.score_scale, mode='bilinear')
     else: ctx = nullcontext()
-    ac = torch.autocast(y.device.type, dtype=self.autocast) if self.autocast else nullcontext()
+    ac = self.autocast() if callable(self.autocast) else \
+         torch.autocast(y.device.type, dtype=self.autocast) if self.autocast else nullcontext()
     with torch.no_grad(), ac, ctx, (self.score_context() if self.score_context else nullcontext()):
         logits = logits_of(self.forward(self.model, x))
     return logits, self.scorer(logits, y)
@@ -107,25 +129,24 @@ def choose(self:SparseStep, scores, n:int, idx=None):
     c = self.counts
     c['seen'] += n
     if scores is not None: c['scored'] += n
-    r = getattr(self.selector, 'last_rate_lazy', self.selector.last_rate)   # a 0-d tensor stays unread (no host sync)
+    r = self.selector.last_rate_lazy                   # a 0-d tensor stays unread (no host sync)
     if r is not None: self.rates.append(r)
     self.steps += 1
     return mask
 
-_BN = torch.nn.modules.batchnorm._BatchNorm
-
 @patch
 def _freeze_running_stats(self:SparseStep):
     "The score pass updated BatchNorm's running statistics from the whole batch: the user's train forward must not (once)."
-    self._frozen = [m for m in self.model.modules() if isinstance(m, _BN) and m.track_running_stats]
+    self._frozen = _tracking_bns(self.model)
     for m in self._frozen: m.track_running_stats = False
-    if self._frozen: self._hook = self.model.register_forward_hook(lambda *a: self._unfreeze())   # after that forward
+    if self._frozen and self.unfreeze_hook:            # after that forward
+        self._hook = self.model.register_forward_hook(lambda *a: self._unfreeze())
 
 @patch
 def _unfreeze(self:SparseStep):
-    for m in getattr(self, '_frozen', ()): m.track_running_stats = True
+    for m in self._frozen: m.track_running_stats = True
     self._frozen = []
-    if getattr(self, '_hook', None) is not None: self._hook.remove(); self._hook = None
+    if self._hook is not None: self._hook.remove(); self._hook = None
 
 # %% ../nbs/06b_api.ipynb #11
 @patch
@@ -134,40 +155,54 @@ def _labels(self:SparseStep, x):
     raise TypeError(f"select(x) without y needs a dict batch with its labels under {self.label_key!r}: call select(x, y)")
 
 @patch
-def select(self:SparseStep,
+def subset(self:SparseStep,
            x,                # the batch's inputs: a tensor, or a dict batch (then `y` may stay None)
            y:Tensor|None=None, # (n,) labels; None: `x[label_key]`
            idx:Tensor|None=None, # (n,) dataset indices, for methods that keep per-sample state
-          ) -> tuple:        # (x subset, y subset, (k,) float loss weights)
-    "Score the batch without gradients, update the controller, and return the samples to train on with their loss weights."
+           prune:bool=True,  # False: train this batch whole (a schedule's warm-up, anneal or interrupt batch)
+          ) -> tuple:        # (x subset, y subset); `last_mask` and `last_weights` (None: unweighted) describe them
+    "`select` without the unit weights: the trainer's entry point (`astlab.sparse.SelectionCB`)."
     self._unfreeze()                                   # in case the last subset was never forwarded
     if y is None: y = self._labels(x)
     n = len(y)
     if self.device is None: self._setup(y.device)
-    logits = scores = None
+    c, self.last_weights, self.last_logits = self.counts, None, None
+    if not prune:                                      # no score pass, no selection: the controller rests
+        self.last_mask = torch.ones(n, dtype=torch.bool, device=y.device)
+        c['seen'] += n; c['trained'] += n; self.steps += 1
+        return x, y
+    scores = None
     if self.selector.needs_scores:
-        logits, scores = self.score(x, y)
-        self.counts['correct'] += (logits.argmax(1) == y).sum(); self.counts['acc_n'] += n
-    mask = self.choose(scores, n, idx)
-    if logits is not None and self.score_scale == 1: self._freeze_running_stats()
-    lw = getattr(self.selector, 'last_weights', None)
-    self.last_mask, self.last_logits = mask, logits
-    if self.selector.name == 'full' and lw is None:
-        self.last_weights = None; self.counts['trained'] += n
-        return x, y, torch.ones(n, device=y.device)
-    sel = getattr(self.selector, 'last_indices', None)   # the selector's own indices when it has them (no host read)
-    if sel is None: sel = mask.nonzero().squeeze(1)      # else one host sync for the whole subset
-    self.counts['trained'] += len(sel)
-    self.last_weights = None if lw is None else lw[sel].float()
-    w = torch.ones(len(sel), device=y.device) if lw is None else self.last_weights
-    return take(x, sel, n), y[sel], w
+        self.last_logits, scores = self.score(x, y)
+        c['correct'] += (self.last_logits.argmax(1) == y).sum(); c['acc_n'] += n
+    self.last_mask = mask = self.choose(scores, n, idx)
+    if self.selector.name != 'full':                   # `full` keeps the batch as it is (no copy)
+        sel = self.selector.last_indices               # the selector's own indices when it has them (no host read)
+        if sel is None: sel = mask.nonzero().squeeze(1) # else one host sync for the whole subset
+        lw = self.selector.last_weights                # soft AST / IS: 1/pi weights of the kept samples
+        if lw is not None: self.last_weights = lw[sel].float()
+        x, y = take(x, sel, n), y[sel]
+    c['trained'] += len(y)                             # a subset's size is known on the host
+    if scores is not None and self.score_scale == 1 and self.freeze_bn: self._freeze_running_stats()
+    return x, y
+
+@patch
+def select(self:SparseStep,
+           x,                # the batch's inputs: a tensor, or a dict batch (then `y` may stay None)
+           y:Tensor|None=None, # (n,) labels; None: `x[label_key]`
+           idx:Tensor|None=None, # (n,) dataset indices, for methods that keep per-sample state
+           prune:bool=True,  # False: train this batch whole (no score pass; the controller rests)
+          ) -> tuple:        # (x subset, y subset, (k,) float loss weights)
+    "Score the batch without gradients, update the controller, and return the samples to train on with their loss weights."
+    x, y = self.subset(x, y, idx, prune)
+    return x, y, (torch.ones(len(y), device=y.device) if self.last_weights is None else self.last_weights)
 
 # %% ../nbs/06b_api.ipynb #13
 @patch
 def reset_counts(self:SparseStep, values:dict|None=None):
     "Zero the counters (or set them to `values`, e.g. a resumed epoch's counts)."
-    dev = self.device or 'cpu'
-    self.counts = {k: torch.tensor(int((values or {}).get(k, 0)), dtype=torch.long, device=dev) for k in _COUNTERS}
+    self.counts = {k: int((values or {}).get(k, 0)) for k in _COUNTERS}   # sizes the host knows: plain ints
+    self.counts['correct'] = torch.tensor(self.counts['correct'], dtype=torch.long, device=self.device or 'cpu')   # stays on the device
 
 @patch(as_prop=True)
 def rate(self:SparseStep) -> float:
@@ -221,27 +256,6 @@ def load_state_dict(self:SparseStep, d:dict):
 @patch
 def __repr__(self:SparseStep): return f"SparseStep({self.selector!r})"
 
-# %% ../nbs/06b_api.ipynb #23
-def infobatch_draw(scores:Tensor,        # (N,) last loss per sample; non-finite = never scored (always kept)
-                   prune:float|None=None, # fraction of the below-mean samples to leave out; None: from `target`
-                   target:float|None=None, # trained fraction to aim at when `prune` is None
-                   generator:torch.Generator|None=None,
-                  ) -> tuple:            # (keep mask (N,), loss weights (N,), the prune fraction used)
-    "InfoBatch's rule: leave out a random `prune` share of the below-mean samples, weight the kept ones 1/(1-prune)."
-    n = len(scores); keep = torch.ones(n, dtype=torch.bool); w = torch.ones(n)
-    fin = torch.isfinite(scores)
-    if not fin.any(): return keep, w, 0.0
-    low = (fin & (scores < scores[fin].mean())).nonzero().squeeze(1)
-    if prune is None:                                # leave out round((1 - target) N) samples, at most all below the mean
-        drop = min(len(low), round((1 - target) * n)); kept = len(low) - drop
-        prune = drop / len(low) if len(low) else 0.0
-    elif not 0 <= prune <= 1: raise ValueError(f"prune must be in [0, 1], got {prune}")
-    else: kept = int((1 - prune) * len(low))         # InfoBatch keeps int(keep_ratio * |well learned|)
-    perm = low[torch.randperm(len(low), generator=generator)]
-    keep[perm[kept:]] = False
-    if prune < 1: w[perm[:kept]] = 1 / (1 - prune)
-    return keep, w, float(prune)
-
 # %% ../nbs/06b_api.ipynb #26
 class PrunedSampler(torch.utils.data.Sampler):
     "The sampler of a `PrunedDataset`: each `iter` draws an epoch (shuffled, this rank's share) from the dataset's scores."
@@ -257,8 +271,8 @@ class PrunedDataset(torch.utils.data.Dataset):
                  target:float=0.5,            # fraction of the data to train on per pruned epoch
                  epochs:int|None=None,        # total epochs (for the final full-data epochs); None: never anneal
                  method:str='infobatch',      # 'infobatch', or 'ast' (the stale AST draw of `astlab.stale`)
-                 prune:float|None=None,       # infobatch: fixed prune fraction (InfoBatch's `ratio`); None: from target
-                 delta:float=0.875,           # prune during the first `delta` of the epochs, then train on everything
+                 prune:float|None=None,       # infobatch: fixed prune fraction in [0, 1) (InfoBatch's `ratio`); None: from target
+                 delta:float=0.875,           # prune while epoch <= delta * epochs, then train on everything
                  shuffle:bool=True,           # shuffle each epoch's draw
                  seed:int=0,                  # seed of the draw and the shuffle (the same on every rank)
                  num_replicas:int|None=None,  # DDP world size; None: from torch.distributed
@@ -274,7 +288,8 @@ class PrunedDataset(torch.utils.data.Dataset):
         n = len(dataset)
         self.scores = torch.full((n,), float('inf'))   # never scored: always drawn
         self.weights, self.fresh = torch.ones(n), torch.zeros(n, dtype=torch.bool)
-        self.selector = make_selector('ast', target=target, **kw) if method == 'ast' else None
+        self.infobatch = InfoBatchSelector(target=target, prune=prune, delta=delta)   # the rule and its annealing schedule
+        self.selector = make_selector('ast', target=target, **kw) if method == 'ast' else self.infobatch
         self.epoch, self._next, self._order, self._cursor, self.kept = -1, 0, None, 0, n
         self.sampler = PrunedSampler(self)
 
@@ -292,8 +307,8 @@ class PrunedDataset(torch.utils.data.Dataset):
 # %% ../nbs/06b_api.ipynb #27
 @patch
 def pruning(self:PrunedDataset, epoch:int) -> bool:
-    "Whether `epoch` is pruned (the last `1 - delta` of the epochs train on everything)."
-    return self.epochs is None or epoch < self.delta * self.epochs
+    "Whether `epoch` is pruned: until InfoBatch's annealing (`InfoBatchSelector.full_epoch`) trains on everything."
+    return self.epochs is None or not self.infobatch.full_epoch(epoch, self.epochs)
 
 @patch
 def _sync_scores(self:PrunedDataset):
@@ -315,7 +330,7 @@ def _draw(self:PrunedDataset, epoch:int):
     self.weights = torch.ones(n)
     if not self.pruning(epoch): keep = torch.ones(n, dtype=torch.bool)
     elif self.method == 'infobatch':
-        keep, self.weights, self.last_prune = infobatch_draw(self.scores, self.prune, self.target, generator=g)
+        keep, self.weights = self.infobatch.draw(self.scores, generator=g)
     else:
         from astlab.stale import draw_from_table
         self.selector.set_epoch(epoch)

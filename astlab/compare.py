@@ -11,6 +11,7 @@ from fastcore.script import call_parse
 from .config import ASTConfig, Config, ConfigError
 from .experiment import build_config, completed_results, exit_code, USER_ERRORS
 from .train import train, run_name, atomic_write_text, versions
+from .rholoss import aux_cost_share
 
 # %% auto #0
 __all__ = ['BASELINES', 'ALIASES', 'RATE_KNOBS', 'NO_SCORE_PASS', 'STYLE', 'config_methods', 'available_methods', 'role',
@@ -64,7 +65,8 @@ def cost_model(cfg:Config,           # the method's resolved config (schedule ke
     s = 0.0 if stale or a.method in NO_SCORE_PASS else fwd_ratio
     k = getattr(a, 'interrupt_every', 0) or 0
     def epoch_cost(r): return (s + r) if not k else (1 - 1/k) * (s + r) + 1/k   # interrupt: an unpruned batch in k
-    return lambda r: (full_ep + (E - full_ep) * epoch_cost(r)) / E
+    aux = aux_cost_share(cfg) if a.method == 'rholoss' else 0.0   # RHO-LOSS: its irreducible-loss models, a fixed cost
+    return lambda r: (full_ep + (E - full_ep) * epoch_cost(r)) / E + aux
 
 def rate_for_budget(cost:Callable,    # r -> cost, increasing
                     budget:float,     # target cost
@@ -240,11 +242,14 @@ def check_inputs(config, budgets, methods, overrides=()) -> tuple:
     cfg = build_config(config, overrides)
     for m in methods:
         if role(m) != 'adaptive': continue
-        c = cost_model(build_config(config, [*overrides, *method_overrides(m, 0.5, 0.5)]))
+        mc = build_config(config, [*overrides, *method_overrides(m, 0.5, 0.5)])
+        c = cost_model(mc)
+        why = 'a score pass on every sample' + (f', plus {aux_cost_share(mc):.2f} for training the two irreducible-loss '
+                                                 'models (ast.rho_aux_model, ast.rho_aux_epochs)' if m == 'rholoss' else '')
         for b in bs:
             if rate_for_budget(c, b) is None:
                 raise ConfigError(f"budget {b:g} is out of reach for method {m!r}: even its smallest rate costs "
-                                  f"{c(0.01):.2f} of full training (a score pass on every sample): use budgets above {c(0.01):.2f}")
+                                  f"{c(0.01):.2f} of full training ({why}): use budgets above {c(0.01):.2f}")
     return sorted(set(bs)), list(dict.fromkeys(methods)), cfg
 
 # %% ../nbs/14_compare.ipynb #29

@@ -55,12 +55,14 @@ class DatasetConfig:
 @dataclass
 class ASTConfig:
     "Adaptive Sparse Training: how samples are scored, selected, and how the threshold is steered."
-    method:str=_f('ast', choices=('ast', 'random', 'topk', 'sb', 'full', 'is', 'rs2', 'infobatch')) # selector (see `astlab.selection`)
+    method:str=_f('ast', choices=('ast', 'random', 'topk', 'sb', 'full', 'is', 'rs2', 'infobatch', 'rholoss')) # selector (see `astlab.selection`; rholoss: `astlab.rholoss`)
     sharpness:Optional[float]=_f(None, gt=0) # ast: beta of soft AST, keep prob min(1, (s/tau)^beta), loss weight 1/prob; null or .inf = hard threshold
     weight_clip:Optional[float]=_f(None, ge=1) # soft ast / is: cap on the 1/prob loss weights (null: none; a cap biases)
     uniform_floor:float=_f(0.0, ge=0, le=1) # soft ast / is: mix this share of uniform sampling into the keep probabilities
     infobatch_prune:Optional[float]=_f(0.5, ge=0, lt=1) # infobatch: prune ratio p of below-mean-loss samples (null: solve p so a pruned epoch keeps target_activation)
     infobatch_delta:float=_f(0.875, gt=0, le=1) # infobatch: prune while epoch <= delta * epochs, then full data
+    rho_aux_model:str='mlp' # rholoss: irreducible-loss model, 'mlp' (small, see astlab.rholoss) or any model.name
+    rho_aux_epochs:int=_f(5, ge=1) # rholoss: epochs each of the two irreducible-loss models trains on its half
     scorer:str=_f('significance', choices=('significance', 'loss', 'entropy', 'margin')) # per-sample score
     target_activation:float=_f(0.25, gt=0, le=1) # fraction of each batch to train on, in (0, 1]
     initial_threshold:float=1.0 # starting significance threshold
@@ -306,7 +308,7 @@ def config_from_dict(d:dict, # `{section: {key: value}}`; missing sections and k
     "Validate `d` and build a `Config`; raises `ConfigError` naming the key and `source`."
     return _build(*_normalize(d, source))
 
-# %% ../nbs/00_config.ipynb #24
+# %% ../nbs/00_config.ipynb #26
 class _Loader(yaml.SafeLoader):
     "`yaml.SafeLoader` that also reads `1e-4` and `4.1e9` as floats, as YAML 1.2 does."
 
@@ -315,7 +317,7 @@ _Loader.add_implicit_resolver('tag:yaml.org,2002:float', re.compile(
 
 def _yaml(text:str): return yaml.load(text, Loader=_Loader)
 
-# %% ../nbs/00_config.ipynb #27
+# %% ../nbs/00_config.ipynb #29
 def _read(path) -> dict:
     "Parse the YAML or JSON file at `path` into a dict; every failure is a `ConfigError` naming the file."
     p = Path(path)
@@ -342,7 +344,7 @@ def _read(path) -> dict:
                           f"got {type(d).__name__}. Write e.g. 'training: {{lr: 0.1}}'.")
     return d
 
-# %% ../nbs/00_config.ipynb #29
+# %% ../nbs/00_config.ipynb #31
 def _parse_override(o:str) -> tuple:
     "Split `section.key=value` into `(dotted key, value)`, checking the key exists."
     src = f"override {o!r}"
@@ -359,7 +361,7 @@ def _parse_override(o:str) -> tuple:
     if base is str and isinstance(v, (bool, int, float)): v = raw
     return k, _coerce(k, v, _keys(section)[key], src)
 
-# %% ../nbs/00_config.ipynb #32
+# %% ../nbs/00_config.ipynb #34
 _NEXT_KEY = re.compile(r'[,\s]+(?=[A-Za-z_]\w*\.\w+\s*=)')
 
 def split_overrides(overrides, # None, a `section.key=value` string (several: comma/space separated), or a list of them
@@ -374,7 +376,7 @@ def split_overrides(overrides, # None, a `section.key=value` string (several: co
         out += [p for p in _NEXT_KEY.split(o.strip()) if p]
     return out
 
-# %% ../nbs/00_config.ipynb #35
+# %% ../nbs/00_config.ipynb #37
 def load_config(path=None, # YAML or JSON file; None: the defaults
                 overrides=(), # dotted overrides applied after the file, e.g. ['training.lr=0.05']
                 env_file='.env', # loaded into os.environ if it exists, never overriding variables already set
@@ -388,7 +390,7 @@ def load_config(path=None, # YAML or JSON file; None: the defaults
         values[k], origins[k] = v, f"override {o!r}"
     return _build(values, origins)
 
-# %% ../nbs/00_config.ipynb #41
+# %% ../nbs/00_config.ipynb #43
 def save_config(cfg:Config, # the config to write (a plain dict is validated first)
                 path, # destination; '.json' writes JSON, anything else YAML
                ) -> Path:
@@ -407,7 +409,7 @@ def save_config(cfg:Config, # the config to write (a plain dict is validated fir
         Path(tmp).unlink(missing_ok=True); raise
     return path
 
-# %% ../nbs/00_config.ipynb #44
+# %% ../nbs/00_config.ipynb #46
 _SECRET_WORDS = ('TOKEN', 'KEY', 'SECRET', 'PASSWORD')
 
 def _is_secret(name) -> bool: return isinstance(name, str) and any(w in name.upper() for w in _SECRET_WORDS)

@@ -44,7 +44,7 @@ def check_writable(paths, # (path, is_file, the flag or key that sets it) for ev
         if why: raise ConfigError(f"cannot write {path}: {why}. Choose a writable location with {flag}, or fix the permissions")
 
 # %% ../nbs/07e_preflight.ipynb #f00df720
-KNOWN = ('ast', 'is', 'random', 'topk', 'sb', 'full')     # methods whose use of the ast.* keys is spelled out below
+KNOWN = ('ast', 'is', 'random', 'topk', 'sb', 'full', 'rs2', 'infobatch', 'rholoss')     # methods whose use of the ast.* keys is spelled out below
 _GAINS = ('kp', 'ki', 'kp_warmup_epochs', 'ki_warmup_epochs', 'ema')
 _THRESHOLDS = ('initial_threshold', 'min_threshold', 'max_threshold')
 
@@ -60,7 +60,18 @@ def _unused(a) -> list:
     elif a.normalize == 'batch':
         out.append((_THRESHOLDS, "ast.normalize=batch starts the threshold at the target's quantile, unbounded"))
     if m != 'sb': out.append((('sb_beta', 'sb_history'), 'only ast.method=sb reads them'))
-    if m in ('random', 'full'): out.append((('scorer', 'entropy_weight', 'score_scale'), f'ast.method={m} scores no sample'))
+    if m != 'infobatch': out.append((('infobatch_prune', 'infobatch_delta'), 'only ast.method=infobatch reads them'))
+    elif a.infobatch_prune is not None:
+        out.append((('target_activation',), f'ast.infobatch_prune={a.infobatch_prune} fixes the prune ratio (null: solved from the target)'))
+    if m != 'rholoss': out.append((('rho_aux_model', 'rho_aux_epochs'), 'only ast.method=rholoss reads them'))
+    if m in ('rs2', 'infobatch'):
+        out.append((('min_active',), f'ast.method={m} trains every delivered batch whole'))
+    if m in ('random', 'full', 'rs2'):
+        out.append((('scorer', 'entropy_weight', 'score_scale', 'bn_stats'), f'ast.method={m} scores no sample'))
+    elif m == 'infobatch':
+        out.append((('scorer', 'entropy_weight', 'score_scale', 'bn_stats'), 'ast.method=infobatch ranks by each sample\'s last training loss (no score pass)'))
+    elif m == 'rholoss':
+        out.append((('scorer', 'entropy_weight'), 'ast.method=rholoss ranks by loss minus irreducible loss'))
     elif a.scorer != 'significance': out.append((('entropy_weight',), f'ast.scorer={a.scorer} has no entropy term'))
     if a.scoring == 'stale': out.append((('score_scale',), 'ast.scoring=stale has no score pass'))
     else: out.append((('explore', 'rescale'), 'only ast.scoring=stale reads them'))

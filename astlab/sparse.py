@@ -4,19 +4,17 @@
 
 # %% ../nbs/07a_sparse.ipynb #2
 from __future__ import annotations
-import torch, torch.nn.functional as F
-from contextlib import nullcontext, contextmanager
+import torch
 from .learner import Callback
 from .distributed import all_reduce_sum
-from .selection import Selector, SelectionState, make_selector
+from .selection import Selector
 from .significance import get_scorer
+from .api import SparseStep, frozen_running_stats, _BN   # the BatchNorm helpers live with the step
 
 # %% auto #0
-__all__ = ['BatchStats', 'frozen_running_stats', 'SelectionCB']
+__all__ = ['BatchStats', 'SelectionCB']
 
 # %% ../nbs/07a_sparse.ipynb #5
-_BN = torch.nn.modules.batchnorm._BatchNorm
-
 class BatchStats:
     "Capture each BatchNorm's batch statistics in one forward; reuse them (as fixed stats) in the next one."
     def __init__(self, model):
@@ -49,15 +47,6 @@ class BatchStats:
         for m, tr, rm, rv in self.saved: m.running_mean, m.running_var = rm, rv; m.train(tr)
         self.saved, self.stats = [], {}
 
-@contextmanager
-def frozen_running_stats(model):
-    "Inside: BatchNorm still normalises with each batch's own statistics but updates no running statistics."
-    bns = [m for m in model.modules() if isinstance(m, _BN) and m.track_running_stats]
-    for m in bns: m.track_running_stats = False
-    try: yield
-    finally:
-        for m in bns: m.track_running_stats = True
-
 # %% ../nbs/07a_sparse.ipynb #7
 class SelectionCB(Callback):
     "AST's two-pass step: score under no_grad, select with `selector`, train on the selected samples only."
@@ -77,16 +66,27 @@ class SelectionCB(Callback):
         self.score_scale = score_scale
         self.bn_stats = bn_stats
         self.generator, self.postfix_every = generator, postfix_every
-        self.epoch_stats, self.bn, self.frozen = None, None, []
+        self.epoch_stats, self.bn = None, None
+        # the public API does the batch's work; DDP is wired by the trainer (`defer_update` + `agree_batch`, or `rate_reduce`)
+        self.step = SparseStep(None, method=selector, scorer=self.scorer, generator=generator, score_scale=score_scale,
+                               distributed=False)
+        self.step.unfreeze_hook = False           # `after_pred` switches BatchNorm tracking back on after the train forward
+        self.step.freeze_bn = bn_stats != 'score' # 'score': the train pass runs BatchNorm on the captured stats instead
 
-    _counters = ('seen', 'scored', 'trained', 'correct', 'acc_n')
+    _counters = ('seen', 'scored', 'trained', 'correct', 'acc_n')   # the step's counters (`step.counts`)
+    seen, scored, trained, correct, acc_n = (property(lambda self, k=k: self.step.counts[k] if self.step.counts else 0,
+                                                      lambda self, v, k=k: self.step.counts.__setitem__(k, v))
+                                             for k in _counters)
+    @property
+    def rates(self): return self.step.rates
+
     def before_epoch(self):
-        self.selector.set_epoch(self.learn.epoch)
+        L, st = self.learn, self.step
+        st.model, st.device, st.autocast = L.model, L.device, L.autocast
+        st.set_epoch(L.epoch)
         r, self._restore = getattr(self, '_restore', None), None
-        for k in self._counters:   # zero, or the counts of a resumed epoch's first part; counts known on the host
-            setattr(self, k, int(r[k]) if r else 0)   # stay there (a subset's size is), the correct count on the device
-        self.correct = torch.tensor(self.correct, dtype=torch.long, device=self.learn.device)
-        self.rates = list(r['rates']) if r else []
+        st.reset_counts(r)                        # zero, or the counts of a resumed epoch's first part
+        st.rates = list(r['rates']) if r else []
         if r and r.get('score_threshold') is not None: self.selector.score_threshold = r['score_threshold']
 
     def unpruned(self) -> bool:
@@ -96,45 +96,21 @@ class SelectionCB(Callback):
                 or (self.interrupt_every > 0 and (L.iter + 1) % self.interrupt_every == 0))
 
     def before_batch(self):
-        L = self.learn; x, y = L.xb, L.yb; n = len(y)
-        self.whole = self.unpruned()
-        if self.whole:                                    # no score pass, no selection, the controller rests
-            L.selected = torch.ones(n, dtype=torch.bool, device=y.device); self.seen += n; self.trained += n
-            return
-        scores = None
-        if self.selector.needs_scores:
-            if self.bn is None and self.bn_stats == 'score': self.bn = BatchStats(L.model)
-            xs = x if self.score_scale == 1 else F.interpolate(x, scale_factor=self.score_scale, mode='bilinear')
-            with torch.no_grad(), L.autocast(), (self.bn.capture() if self.bn else nullcontext()), \
-                 (frozen_running_stats(L.model) if self.score_scale != 1 else nullcontext()):
-                logits = L.model(xs)
-            scores = self.scorer(logits, y)
-            self.correct += (logits.argmax(1) == y).sum(); self.acc_n += n; self.scored += n
-        mask = self.selector(scores, SelectionState(n=n, epoch=L.epoch, step=L.step, generator=self.generator, idx=L.idx))
-        if self.selector.last_rate_lazy is not None: self.rates.append(self.selector.last_rate_lazy)   # no read here
-        if self.selector.name != 'full':   # the selector's indices, else one nonzero for both tensors; `L.idx` stays whole
-            sel = self.selector.last_indices
-            if sel is None: sel = mask.nonzero().squeeze(1)
-            L.xb, L.yb = x[sel], y[sel]
-            w = self.selector.last_weights                  # soft AST / IS: 1/pi weights of the kept samples
-            if w is not None: L.weights = w[sel]
-        self.seen += n; self.trained += len(L.yb)
-        L.selected = mask
-        if scores is not None and self.bn is not None: self.bn.apply()
-        elif scores is not None and self.score_scale == 1: self._freeze_running_stats()
-
-    def _freeze_running_stats(self):
-        "The score pass already updated BatchNorm's running statistics from the whole batch: the train pass must not."
-        self.frozen = [m for m in self.learn.model.modules() if isinstance(m, _BN) and m.track_running_stats]
-        for m in self.frozen: m.track_running_stats = False
-    def _unfreeze(self):
-        for m in self.frozen: m.track_running_stats = True
-        self.frozen = []
+        "`SparseStep.subset` on the Learner's batch: score pass, selector + controller, subset, loss weights, counters."
+        L, st = self.learn, self.step
+        self.whole = self.unpruned()              # the schedule's whole batches: no score pass, the controller rests
+        if not self.whole and self.selector.needs_scores and self.bn is None and self.bn_stats == 'score':
+            self.bn = BatchStats(L.model); st.score_context = self.bn.capture
+        st.model, st.steps = L.model, L.step
+        L.xb, L.yb = st.subset(L.xb, L.yb, idx=L.idx, prune=not self.whole)   # `L.idx` stays whole
+        if st.last_weights is not None: L.weights = st.last_weights   # soft AST / IS: 1/pi weights of the kept samples
+        L.selected = st.last_mask
+        if st.last_logits is not None and self.bn is not None: self.bn.apply()
 
     def after_pred(self):
-        self._unfreeze()                     # the train forward is done (validation must see tracked statistics again)
+        self.step._unfreeze()                # the train forward is done (validation must see tracked statistics again)
         if self.learn.training and (not self.selector.needs_scores or self.whole):
-            self.correct += (self.learn.preds.argmax(1) == self.learn.yb).sum(); self.acc_n += len(self.learn.yb)
+            c = self.step.counts; c['correct'] += (self.learn.preds.argmax(1) == self.learn.yb).sum(); c['acc_n'] += len(self.learn.yb)
 
     def batch_values(self):   # DDP: the selector's counts this batch, summed over ranks for one global controller
         return dict(sel_trained=len(self.learn.yb), sel_n=len(self.learn.selected)) if self._deferred() else {}
@@ -142,7 +118,7 @@ class SelectionCB(Callback):
 
     def after_batch(self):
         L = self.learn
-        self._unfreeze()
+        self.step._unfreeze()
         if self.bn is not None: self.bn.restore()
         if self._deferred():
             v = L.agree_batch(); self.selector.update(v['sel_trained'], v['sel_n'])
@@ -169,7 +145,7 @@ class SelectionCB(Callback):
 
     def state_dict(self):
         "Selector state (controller, history), the selection RNG, and this epoch's counts so far (for a mid-epoch resume)."
-        counts = {k: int(getattr(self, k)) for k in self._counters if hasattr(self, k)}
+        counts = {k: int(v) for k, v in (self.step.counts or {}).items()}
         st = getattr(self.selector, 'score_threshold', None)
         counts |= dict(rates=[float(r) for r in getattr(self, 'rates', [])], score_threshold=None if st is None else float(st))
         return dict(selector=self.selector.state_dict(), epoch_counts=counts,

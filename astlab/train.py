@@ -25,6 +25,7 @@ from .stale import StaleScoreCB, IndexSampler, stale_loader
 from .epoch import EpochSelectionCB
 from .selection import EpochSelector
 from .budget import budget_plan, BudgetCB, NoisyPickCB
+from .rholoss import RhoLossSelector, setup_rholoss, rholoss_summary
 from .distributed import init_distributed, world_size, rank, is_main, all_reduce_sum, shard_indices
 
 # %% auto #0
@@ -313,7 +314,8 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     stale = a.scoring == 'stale'
     explore = a.explore if stale and a.method == 'ast' else 0.0   # random/topk draws: no exploration share
     target = (a.target_activation - explore)/(1 - explore)
-    selector = make_selector(a.method, target=target, kp=a.kp, ki=a.ki, initial_threshold=a.initial_threshold,
+    rho = a.method == 'rholoss'   # RHO-LOSS: per-batch top reducible loss; its irreducible losses come below
+    selector = RhoLossSelector(target, a.min_active) if rho else make_selector(a.method, target=target, kp=a.kp, ki=a.ki, initial_threshold=a.initial_threshold,
                              min_threshold=a.min_threshold, max_threshold=a.max_threshold, min_active=a.min_active,
                              ema=a.ema, kp_warmup_epochs=a.kp_warmup_epochs, ki_warmup_epochs=a.ki_warmup_epochs,
                              sb_beta=a.sb_beta, sb_history=a.sb_history, normalize=a.normalize, bucket=a.bucket,
@@ -328,7 +330,8 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     reduce = (lambda *xs: all_reduce_sum(*xs, device=device)) if world > 1 else None   # DDP: energy of every rank
     hist = HistoryCB(RunMeter(flops, energy, reduce=reduce), jsonl_path=cfg.logging.jsonl_path if is_main() else None)
     nonfinite = NonFiniteCB()
-    scorer = get_scorer(a.scorer, entropy_weight=a.entropy_weight)
+    scorer = get_scorer('loss') if rho else get_scorer(a.scorer, entropy_weight=a.entropy_weight)
+    if rho: rho = setup_rholoss(cfg, bundle, selector, hist.meter, hist, ck_dir, ck, device, log)   # aux FLOPs charged once
     if stale or isinstance(selector, EpochSelector):
         sampler = IndexSampler(len(bundle.train_ds), seed=t.seed)
         train_dl = stale_loader(train_dl, sampler)
@@ -378,7 +381,8 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
             if getattr(dl, '_iterator', None) is not None and hasattr(dl, '_stop_workers'): dl._stop_workers(dl._iterator)
     res = write_results(cfg, learn, hist, name, results_path, device=device, amp_note=amp_note, bundle=bundle,
                         nonfinite=nonfinite.skipped, write=is_main(),
-                        extra=dict(label_noise=noise.summary()) if flipped is not None else None)
+                        extra=(dict(label_noise=noise.summary()) if flipped is not None else {}) |
+                              (dict(rholoss=rholoss_summary(rho, hist.meter.totals()['flops_g'] * 1e9)) if rho else {}))
     if (learn.stop_reason or '').startswith(('signal:', 'max_minutes')) and is_main():   # on the console too
         print(f"run stopped ({learn.stop_reason}) after {res['epochs_completed']} complete epoch(s), checkpoint "
               f"{ck_dir/'last.pt'}; resume with: {redact(res['resume_hint'])}", file=sys.stderr, flush=True)

@@ -33,7 +33,10 @@ class Record(Callback):
 
 
 def user_loop(cfg):
-    "A user's own loop, written with nothing but the public helpers: same seed, data order and optimiser as astlab-run."
+    """A user's own loop, written with nothing but the public helpers: same seed, data order and optimiser as astlab-run.
+    The data order is astlab's loader's (`EpochSampler`: a function of (seed, epoch)), so the loop calls
+    `sampler.set_epoch(epoch)` as it would for a `DistributedSampler`; without it every epoch replays epoch 0's order
+    and the loop parts from astlab-run at the first batch of epoch 2."""
     from astlab import SparseStep
     from astlab.data import get_dataloaders
     from astlab.models import create_model
@@ -45,32 +48,38 @@ def user_loop(cfg):
     model = create_model(cfg.model.name, bundle.num_classes, pretrained=False, image_size=bundle.image_size)
     flops = flops_per_sample(model, bundle.image_size)
     opt, lr_at = T.make_optimizer(model, cfg), LRSchedCB(t.lr, t.min_lr, t.epochs, t.warmup_epochs).lr_at
+    soft = {} if a.sharpness is None else dict(sharpness=a.sharpness)   # soft AST: keep with a probability, weight 1/p
     step = SparseStep(model, target=a.target_activation, kp=a.kp, ki=a.ki, entropy_weight=a.entropy_weight,
-                      min_active=a.min_active, flops=flops, generator=torch.Generator().manual_seed(t.seed + 1))
+                      min_active=a.min_active, flops=flops, generator=torch.Generator().manual_seed(t.seed + 1), **soft)
     for epoch in range(t.epochs):
-        model.train(); step.set_epoch(epoch)
+        model.train(); step.set_epoch(epoch); train_dl.sampler.set_epoch(epoch)   # each epoch's order, as in DDP
         for i, (x, y, idx) in enumerate(train_dl):
             for g in opt.param_groups: g["lr"] = lr_at(epoch + (i + 1) / len(train_dl))
-            x, y, w = step.select(x, y)
+            whole = a.interrupt_every > 0 and (i + 1) % a.interrupt_every == 0   # Composer's interrupt: train all
+            x, y, w = step.select(x, y, prune=not whole)
             loss = (F.cross_entropy(model(x), y, reduction="none") * w).mean()
             loss.backward(); opt.step(); opt.zero_grad()
             rows.append((step.threshold, step.selector.last_rate, idx[step.last_mask].tolist(), w))
     return model, rows, step
 
 
-@pytest.mark.xfail(strict=True, reason="since main 4edf7ff/451eb21 (gpuperf + methods, 18:50) the trainer diverges from "
-                   "the user loop at the first batch of epoch 2 (epoch 1: thresholds, rates, selections identical); "
-                   "cause not yet found - the SelectionCB -> SparseStep refactor (branch api-refactor-unlanded) removes "
-                   "the second implementation")
-def test_user_loop_is_bit_identical_to_astlab_run(tmp_path):
-    cfg = load_config(overrides=ARGS + [f"logging.output_dir={tmp_path}"], env_file=None)
+VARIANTS = {"ast": [], "soft_ast_interrupted": ["ast.sharpness=2", "ast.interrupt_every=3"]}
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_user_loop_is_bit_identical_to_astlab_run(tmp_path, variant):
+    "astlab-run and a user's SparseStep loop are one code path: same thresholds, rates, subsets, weights, model, counts."
+    args = ARGS + VARIANTS[variant] + [f"logging.output_dir={tmp_path}"]
+    cfg = load_config(overrides=args, env_file=None)
     rec, threads = Record(), torch.get_num_threads()
     torch.set_num_threads(1)          # the machine is shared; one thread also keeps float reductions in one order
     try:
         res = T.train(cfg, log=lambda *a: None, extra_cbs=(rec,))
-        model, rows, step = user_loop(load_config(overrides=ARGS + [f"logging.output_dir={tmp_path}"], env_file=None))
+        model, rows, step = user_loop(load_config(overrides=args, env_file=None))
     finally: torch.set_num_threads(threads)
-    assert len(rows) == len(rec.rows) == 16
+    assert len(rows) == len(rec.rows) == 16                # 2 epochs of 8 batches
+    if variant != "ast":                                   # weights really vary; every 3rd batch trains whole
+        assert any(not torch.equal(w, torch.ones_like(w)) for *_, w in rows)
+        assert [len(i) == 32 for _, _, i, _ in rows[:8]] == [(k + 1) % 3 == 0 for k in range(8)]
     for (t1, r1, i1, w1), (t2, r2, i2, w2) in zip(rec.rows, rows):
         assert t1 == t2 and r1 == r2 and i1 == i2        # thresholds, controller rates, the selected samples: exact
         assert torch.equal(w1, w2)
@@ -130,6 +139,22 @@ def test_methods_by_name_and_unknown_method():
     with pytest.raises(ValueError, match="PrunedDataset"): SparseStep(model, method=Epochly())
     with pytest.raises(ValueError, match="unknown selection method"): SparseStep(model, method="nope")
 
+
+
+def test_pruned_dataset_draws_with_the_infobatch_selector():
+    "InfoBatch's rule lives in one place: a PrunedDataset epoch is InfoBatchSelector's draw (mask, weights, annealing)."
+    from astlab import PrunedDataset
+    from astlab.selection import InfoBatchSelector
+    v = torch.rand(200, generator=torch.Generator().manual_seed(1))      # 97 below the mean: fewer than 1 - target
+    for prune in (None, 0.3):
+        ds = PrunedDataset(list(range(200)), target=0.5, prune=prune, epochs=4, delta=0.5, shuffle=False)
+        ds.scores = v.clone()
+        ib = InfoBatchSelector(target=0.5, prune=prune, delta=0.5)
+        assert [ds.pruning(e) for e in range(4)] == [True, True, True, False]   # InfoBatch: prune while e <= delta * E
+        for e in range(3):
+            keep, w = ib.draw(v, torch.Generator().manual_seed(ds.seed + 7919 * e))
+            assert torch.equal(ds._draw(e), keep.nonzero().squeeze(1)) and torch.equal(ds.weights, w)
+        assert len(ds._draw(3)) == 200 and torch.equal(ds.weights, torch.ones(200))
 
 # ------------------------------------------------------------------------------------------ DDP: 2 processes on CPU
 WORKER = textwrap.dedent('''
@@ -208,6 +233,7 @@ def test_running_stats_come_from_the_score_pass_only():
     assert int(model[1].num_batches_tracked) == 2
 
 
+@pytest.mark.slow   # a benchmark smoke run: `make test-slow`
 def test_overhead_benchmark_runs(tmp_path):
     "benchmarks/api_overhead.py at tiny sizes: the whole code path and the output schema (no timing asserted)."
     import json

@@ -23,6 +23,7 @@ def test_gpu_benchmark_skips_without_cuda_and_dry_runs_on_cpu():
     assert '"t_opt_ms"' in out and '"t_fwd_bwd_ms"' in out and '"model_images_per_s"' in out and 'bound' not in out
     assert sorted((ROOT/'benchmarks'/'results').iterdir()) == before
 
+@pytest.mark.slow   # a benchmark smoke run: `make test-slow`
 def test_whole_run_benchmark_writes_its_goals(tmp_path):
     out = tmp_path/'wr'
     bench('benchmarks/whole_run.py', '--quick', '--epochs', '1', '--threads', '1', '--wait-budget', '0', '--out', str(out))
@@ -40,6 +41,7 @@ def test_whole_run_benchmark_writes_its_goals(tmp_path):
     assert s['ast_cheap']['gflops']['mean'] < s['ast']['gflops']['mean']
     assert {'versions', 'device', 'git', 'noise', 'command'} <= set(res)
 
+@pytest.mark.slow   # a benchmark smoke run: `make test-slow`
 def test_digits_quality_benchmark_gives_a_verdict(tmp_path):
     out = tmp_path/'dq'
     bench('benchmarks/digits_quality.py', '--quick', '--epochs', '1', '--threads', '1', '--wait-budget', '0', '--out', str(out))
@@ -48,6 +50,7 @@ def test_digits_quality_benchmark_gives_a_verdict(tmp_path):
     for v in res['verdicts'].values():   # the control spends what AST spends (within one batch's worth)
         assert abs(v['random_eq_gflops'] / v['ast_gflops'] - 1) < 0.05
 
+@pytest.mark.slow   # a benchmark smoke run: `make test-slow`
 def test_step_time_benchmark_measures_the_bound(tmp_path):
     out = tmp_path/'st'
     bench('benchmarks/step_time.py', '--repeats', '1', '--warmup', '0', '--threads', '1', '--wait-budget', '0',

@@ -65,6 +65,23 @@ def test_ignored_settings_warned_once_in_one_line(blocker, monkeypatch, capsys):
     for k in ('ast.target_activation=0.5', 'ast.kp=0.3', 'ast.sb_beta=2.0'): assert k in warn[0]
 
 
+@pytest.mark.parametrize('method, ov, ignored, used', [
+    ('rs2', ['ast.kp=0.3', 'ast.min_active=4', 'ast.scorer=loss', 'ast.infobatch_prune=0.3'],
+     ['ast.kp=0.3', 'ast.min_active=4', "ast.scorer='loss'", 'ast.infobatch_prune=0.3'], []),
+    ('infobatch', ['ast.target_activation=0.5', 'ast.rho_aux_epochs=2', 'ast.ki=0.2', 'ast.infobatch_delta=0.5'],
+     ['ast.target_activation=0.5', 'ast.rho_aux_epochs=2', 'ast.ki=0.2'], ['ast.infobatch_delta']),
+    ('rholoss', ['ast.rho_aux_epochs=2', 'ast.entropy_weight=0.5', 'ast.normalize=none', 'ast.infobatch_prune=0.3'],
+     ['ast.entropy_weight=0.5', "ast.normalize='none'", 'ast.infobatch_prune=0.3'], ['ast.rho_aux_epochs']),
+])
+def test_ignored_settings_of_the_new_methods_warned(method, ov, ignored, used, blocker, monkeypatch, capsys):
+    "rs2, infobatch and rholoss: keys of other methods, the controller, and what they do not score, in one line."
+    args = ['--set', f'ast.method={method}', *ov, '--output-dir', str(blocker/'x')]
+    assert console('astlab-run', [*args, *TINY], monkeypatch) == 2
+    [warn] = [l for l in capsys.readouterr().err.splitlines() if l.startswith('warning:')]
+    for k in ignored: assert k in warn, (k, warn)
+    for k in used: assert k not in warn, (k, warn)
+
+
 def test_tune_unwritable_output_dir_exits_2(blocker, monkeypatch, capsys):
     bad = blocker/'study'
     assert console('astlab-tune', ['--output-dir', str(bad), '--trials', '1', '--set', 'training.epochs=1'], monkeypatch) == 2

@@ -118,7 +118,8 @@ SLOW = ['--set', 'dataset.num_samples=700', 'training.batch_size=32', 'model.nam
         '--epochs', '5', '--no-progress']
 
 
-@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+# SIGTERM's real-signal resume also runs in make test as test_resume.py::test_sigterm_prints_the_resume_command_and_it_works
+@pytest.mark.parametrize('sig', [pytest.param(signal.SIGTERM, marks=pytest.mark.slow), signal.SIGINT])
 def test_real_signal_checkpoints_then_resume_completes_exactly(tmp_path, sig):
     d, ref_d = tmp_path/'run', tmp_path/'ref'
     log = tmp_path/'log.jsonl'
