@@ -10,6 +10,7 @@ unweighted). Reported, relative to ||g||^2 and averaged over batches:
 The bias term has a floor of var/draws from estimating E[g_hat] with `draws` samples (reported as bias2_floor).
 
     python benchmarks/soft_variance.py            # ~5 min on 2 idle cores; writes results/soft_variance.json
+    python benchmarks/soft_variance.py --threads 1   # on a busy machine (2 OpenMP threads stall when one is descheduled)
 """
 import json, math, sys, time
 from pathlib import Path
@@ -43,8 +44,8 @@ VARIANTS = {  # label: make_selector kwargs
     'soft beta=2 floor 0.3': dict(method='ast', sharpness=2.0, uniform_floor=0.3),
 }
 
-def main(out='benchmarks/results/soft_variance.json'):
-    t0 = time.time(); torch.manual_seed(HP['seed']); torch.set_num_threads(2)
+def main(out='benchmarks/results/soft_variance.json', threads=2):
+    t0 = time.time(); torch.manual_seed(HP['seed']); torch.set_num_threads(threads)
     cfg = load_config(overrides=[f"training.batch_size={HP['batch_size']}", f"training.seed={HP['seed']}"], env_file=None)
     train_dl, _, bundle = get_dataloaders(cfg)
     model = create_model('resnet_small', bundle.num_classes, image_size=bundle.image_size)
@@ -87,10 +88,15 @@ def main(out='benchmarks/results/soft_variance.json'):
         print(f"{label:>22}: kept {row['kept']:.3f}  bias2 {row['bias2']:.4f} (floor {row['bias2_floor']:.4f})  "
               f"var {row['var']:.4f}  mse {row['mse']:.4f}", flush=True)
         res = dict(benchmark='soft_variance', hp=HP, rows=rows, units='relative to ||batch gradient||^2',
-                   complete=len(rows) == len(VARIANTS), command='python benchmarks/soft_variance.py', git=git_state(),
+                   complete=len(rows) == len(VARIANTS), command=' '.join(['python', 'benchmarks/soft_variance.py', *sys.argv[1:]]),
+                   threads=threads, git=git_state(),
                    cpu=cpu_model(), torch=torch.__version__, seconds=round(time.time() - t0, 1))
         Path(out).parent.mkdir(parents=True, exist_ok=True)   # after every variant: a slow run leaves what it measured
         Path(out).write_text(json.dumps(res, indent=2) + '\n')
     print(f"wrote {out}")
 
-if __name__ == '__main__': main()
+if __name__ == '__main__':
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--threads', type=int, default=2)   # torch threads (accuracy and variance do not depend on it)
+    main(threads=ap.parse_args().threads)
