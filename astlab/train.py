@@ -396,7 +396,7 @@ COUNTED = dict(
           "augmentation.",
     step_time_ms="seconds of the training loop (waiting for data + score pass + train pass + optimiser step) per "
                  "batch run; a resumed epoch counts only the batches it ran. Not counted: evaluation, checkpoint "
-                 "writes, the replay of a resumed epoch's finished batches (see phase_s).",
+                 "writes, the start of a resumed epoch (its finished batches are skipped at the sampler, not reloaded; see phase_s).",
     phase_s="wall seconds per phase (data, score, train, optimizer, eval, checkpoint, resume, other), summed over "
             "epochs (per epoch: phase_history); on a GPU measured with CUDA events on the device's timeline.")
 
