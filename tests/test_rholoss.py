@@ -6,24 +6,15 @@ import pytest, torch
 import astlab.rholoss as rl
 from astlab.config import ConfigError, load_config
 from astlab.data import get_datasets
-from astlab.train import train
 from astlab.meters import history_rows
-from test_methods import StopAt, final_weights, history
+from test_methods import StopAt, final_weights, history, quiet, _one_thread   # _one_thread: autouse, one torch thread
 
 TINY = ['dataset.num_samples=300', 'training.batch_size=32', 'model.name=resnet_tiny', 'training.epochs=3',
         'training.progress=false', 'training.device=cpu', 'ast.method=rholoss', 'ast.target_activation=0.5',
         'ast.rho_aux_epochs=2']
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def cfg_for(d, *extra): return load_config(overrides=TINY + [f'logging.output_dir={d}', *extra])
-def quiet(cfg, **kw): return train(cfg, log=lambda s: None, **kw)
 
 
 @pytest.fixture(scope='module')
