@@ -6,9 +6,10 @@ import pytest, torch
 
 from astlab.config import ConfigError, load_config
 from astlab.checkpoint import load_checkpoint
-from astlab.learner import Callback, CancelFitException
+from astlab.learner import Callback
 from astlab.train import train
 from astlab.meters import history_rows
+from stops import StopAt
 
 TINY = ['dataset.num_samples=300', 'training.batch_size=32', 'model.name=resnet_tiny', 'training.epochs=3',
         'training.progress=false', 'training.device=cpu']
@@ -27,13 +28,6 @@ def quiet(cfg, **kw): return train(cfg, log=lambda s: None, **kw)
 def history(res): return [{k: v for k, v in h.items() if k not in WALL} for h in history_rows(res)]
 
 
-class StopAt(Callback):
-    "Interrupt the fit after batch `it` of epoch `epoch`."
-    order = 70
-    def __init__(self, epoch, it): self.at = (epoch, it)
-    def after_batch(self):
-        if (self.learn.epoch, self.learn.iter) == self.at:
-            self.learn.stop_reason = 'test_stop'; raise CancelFitException()
 
 
 def final_weights(d):

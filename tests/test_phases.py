@@ -3,21 +3,15 @@ batches it ran, and evaluation's FLOPs reported apart (charged to no method) wit
 import pytest, torch
 
 from astlab.config import load_config
-from astlab.learner import Callback, CancelFitException
 from astlab.meters import history_rows
 from astlab.train import train
+from stops import StopAt
 
 ARGS = ['dataset.type=synthetic', 'dataset.num_samples=240', 'dataset.image_size=16', 'dataset.num_classes=4',
         'model.name=resnet_tiny', 'training.epochs=2', 'training.batch_size=32', 'training.device=cpu',
         'training.progress=false']
 
 
-class StopAt(Callback):
-    order = 70
-    def __init__(self, epoch, it): self.at = (epoch, it)
-    def after_batch(self):
-        if (self.learn.epoch, self.learn.iter) == self.at:
-            self.learn.stop_reason = 'test_stop'; raise CancelFitException()
 
 
 def run(out, *extra, **kw):

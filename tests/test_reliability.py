@@ -9,9 +9,10 @@ import pytest, torch
 
 from astlab.config import load_config
 from astlab.checkpoint import load_checkpoint, CheckpointError
-from astlab.learner import Callback, CancelFitException
+from astlab.learner import Callback
 from astlab.train import train
 from astlab.meters import history_rows
+from stops import StopAt
 
 BIN = Path(sys.executable).parent
 WALL = {'time_min', 'step_time_ms', 'est_energy_kj', 'epoch_energy_kj'}   # wall-clock fields, allowed to differ
@@ -44,13 +45,6 @@ def assert_same_weights(a, b):
     for k in a: assert torch.equal(a[k], b[k]), k
 
 
-class StopAt(Callback):
-    "Interrupt the fit after batch `it` of epoch `epoch`, the way the wall-clock cap or a signal does."
-    order = 70
-    def __init__(self, epoch, it): self.at = (epoch, it)
-    def after_batch(self):
-        if (self.learn.epoch, self.learn.iter) == self.at:
-            self.learn.stop_reason = 'test_stop'; raise CancelFitException()
 
 
 @pytest.fixture(scope='module')

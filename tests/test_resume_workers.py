@@ -10,16 +10,10 @@ from PIL import Image
 
 from astlab.checkpoint import load_checkpoint
 from astlab.config import load_config
-from astlab.learner import Callback, CancelFitException
 from astlab.train import train
+from stops import StopAt
 
 
-class StopAt(Callback):
-    order = 70
-    def __init__(self, epoch, it): self.at = (epoch, it)
-    def after_batch(self):
-        if (self.learn.epoch, self.learn.iter) == self.at:
-            self.learn.stop_reason = 'test_stop'; raise CancelFitException()
 
 
 @pytest.fixture(scope='module')
