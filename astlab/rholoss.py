@@ -194,6 +194,9 @@ def setup_rholoss(cfg, bundle, selector:RhoLossSelector, meter, hist=None, ck_di
         if path is not None: save_checkpoint(dict(key=key, il=il, info=info), path)
     else: info = dict(info) | dict(cached=True)
     selector.set_irreducible(il); selector.info = info
+    log(f"rholoss: irreducible losses {'reused' if info['cached'] else 'computed'}: the aux models cost "
+        f"{info['aux_flops'] / 1e9:.3g} GFLOPs (charged to the run), held-out accuracy {info['aux_accuracy']:.3f}, "
+        f"mean irreducible loss {info['il_mean']:.3f}")
     meter.total['flops'] += info['aux_flops']          # charged before epoch 1; a resume restores the total instead
     if hist is not None: hist.elapsed0 += info['aux_wall_s']
     return info
