@@ -733,4 +733,17 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'astlab.tune.search_space': ('tune.html#search_space', 'astlab/tune.py'),
                              'astlab.tune.trial_config': ('tune.html#trial_config', 'astlab/tune.py'),
                              'astlab.tune.tune': ('tune.html#tune', 'astlab/tune.py'),
-                             'astlab.tune.tune_cli': ('tune.html#tune_cli', 'astlab/tune.py')}}}
+                             'astlab.tune.tune_cli': ('tune.html#tune_cli', 'astlab/tune.py')},
+            'astlab.verdict': { 'astlab.verdict._by_pair': ('verdict.html#_by_pair', 'astlab/verdict.py'),
+                                'astlab.verdict._diffs': ('verdict.html#_diffs', 'astlab/verdict.py'),
+                                'astlab.verdict._signflip_interval': ('verdict.html#_signflip_interval', 'astlab/verdict.py'),
+                                'astlab.verdict._signflip_p': ('verdict.html#_signflip_p', 'astlab/verdict.py'),
+                                'astlab.verdict.detectable': ('verdict.html#detectable', 'astlab/verdict.py'),
+                                'astlab.verdict.family': ('verdict.html#family', 'astlab/verdict.py'),
+                                'astlab.verdict.goal': ('verdict.html#goal', 'astlab/verdict.py'),
+                                'astlab.verdict.holm': ('verdict.html#holm', 'astlab/verdict.py'),
+                                'astlab.verdict.paired_test': ('verdict.html#paired_test', 'astlab/verdict.py'),
+                                'astlab.verdict.regime': ('verdict.html#regime', 'astlab/verdict.py'),
+                                'astlab.verdict.step_matched_control': ('verdict.html#step_matched_control', 'astlab/verdict.py'),
+                                'astlab.verdict.tost': ('verdict.html#tost', 'astlab/verdict.py'),
+                                'astlab.verdict.verdict_table': ('verdict.html#verdict_table', 'astlab/verdict.py')}}}

@@ -59,8 +59,8 @@ def cost_model(cfg:Config,           # the method's resolved config (schedule ke
     start = getattr(a, 'start_epoch', 0) or 0
     table = stale or a.method == 'infobatch'                   # epoch-level from a table of last losses
     full_ep = start + a.anneal_epochs + (1 if table and start == 0 else 0)   # epoch 1 has no scores yet: all data
-    if a.method == 'infobatch':                                  # InfoBatch: full data after delta x epochs
-        full_ep += E - math.ceil(getattr(a, 'infobatch_delta', 1.0) * E)
+    if a.method == 'infobatch':                                  # InfoBatch: full data once epoch+1 > delta x epochs
+        full_ep += E - math.floor(getattr(a, 'infobatch_delta', 1.0) * E)
     full_ep = min(E, full_ep)
     s = 0.0 if stale or a.method in NO_SCORE_PASS else fwd_ratio
     k = getattr(a, 'interrupt_every', 0) or 0

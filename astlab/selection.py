@@ -430,14 +430,16 @@ class InfoBatchSelector(EpochSelector):
     def __init__(self,
                  target:float=0.7,        # kept fraction of a pruned epoch, used when `prune` is None
                  prune:float|None=0.5,    # p, InfoBatch's prune ratio (None: solve p each epoch to keep `target`)
-                 delta:float=0.875,       # prune while epoch <= delta * epochs, then full data
+                 delta:float=0.875,       # prune while epoch (counted from 1) <= delta * epochs, then full data
                  min_active:int=2):       # (unused: every delivered batch is trained whole)
         if prune is not None and not 0 <= prune < 1: raise ValueError(f"prune must be in [0, 1), got {prune}")
         if not 0 < delta <= 1: raise ValueError(f"delta must be in (0, 1], got {delta}")
         self.target, self.prune, self.delta, self.min_active = _check_target(target), prune, delta, min_active
         self.keep_ratio = self.low_fraction = None
 
-    def full_epoch(self, epoch, epochs): return epoch > epochs * self.delta
+    def full_epoch(self, epoch, epochs):
+        "Full data from the epoch whose 1-based number exceeds delta*epochs (the official `IBSampler` counts its resets from 1)."
+        return epoch + 1 > epochs * self.delta
 
     def draw(self, table, generator=None):
         "InfoBatch's draw: keep every sample at or above the mean loss, floor(keep*L) of the L below it (weight 1/keep)."

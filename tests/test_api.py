@@ -150,11 +150,11 @@ def test_pruned_dataset_draws_with_the_infobatch_selector():
         ds = PrunedDataset(list(range(200)), target=0.5, prune=prune, epochs=4, delta=0.5, shuffle=False)
         ds.scores = v.clone()
         ib = InfoBatchSelector(target=0.5, prune=prune, delta=0.5)
-        assert [ds.pruning(e) for e in range(4)] == [True, True, True, False]   # InfoBatch: prune while e <= delta * E
-        for e in range(3):
+        assert [ds.pruning(e) for e in range(4)] == [True, True, False, False]  # InfoBatch: prune while e + 1 <= delta * E
+        for e in range(2):
             keep, w = ib.draw(v, torch.Generator().manual_seed(ds.seed + 7919 * e))
             assert torch.equal(ds._draw(e), keep.nonzero().squeeze(1)) and torch.equal(ds.weights, w)
-        assert len(ds._draw(3)) == 200 and torch.equal(ds.weights, torch.ones(200))
+        for e in (2, 3): assert len(ds._draw(e)) == 200 and torch.equal(ds.weights, torch.ones(200))
 
 # ------------------------------------------------------------------------------------------ DDP: 2 processes on CPU
 WORKER = textwrap.dedent('''
