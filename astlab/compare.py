@@ -2,29 +2,32 @@
 
 # %% ../nbs/14_compare.ipynb #2
 from __future__ import annotations
-import html, json, math, shlex, statistics, sys, time
+import hashlib, html, json, math, shlex, statistics, sys, time
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Callable
 from fastcore.script import call_parse
-from .config import ASTConfig, Config, ConfigError
+from .config import ASTConfig, Config, ConfigError, redact
 from .experiment import build_config, completed_results, exit_code, USER_ERRORS
 from .train import train, run_name, atomic_write_text, versions
 from .rholoss import aux_cost_share
+from .verdict import verdict_table, goal, regime, family, step_matched_control
 
 # %% auto #0
-__all__ = ['BASELINES', 'ALIASES', 'RATE_KNOBS', 'NO_SCORE_PASS', 'STYLE', 'config_methods', 'available_methods', 'role',
-           'method_overrides', 'cost_model', 'rate_for_budget', 'recalibrate', 'mean_ci', 'welch', 'Job', 'plan_jobs',
-           'job_name', 'reproduce_command', 'final_accuracy', 'make_row', 'summarize', 'verdicts', 'goal',
-           'check_inputs', 'Stopped', 'compare', 'compare_markdown', 'plot_compare', 'write_outputs', 'compare_html',
-           'compare_cli']
+__all__ = ['BASELINES', 'ALIASES', 'NATURAL', 'RATE_KNOBS', 'NO_SCORE_PASS', 'STYLE', 'VERDICT_COLOURS', 'config_methods',
+           'available_methods', 'role', 'method_overrides', 'cost_model', 'rate_for_budget', 'recalibrate', 'mean_ci',
+           'welch', 'Job', 'plan_jobs', 'job_name', 'reproduce_command', 'code_version', 'run_key', 'reuse_mismatch',
+           'final_accuracy', 'train_wall', 'make_row', 'summarize', 'reach', 'check_inputs', 'Stopped', 'compare',
+           'regime_map', 'compare_markdown', 'plot_compare', 'write_outputs', 'compare_html', 'compare_cli']
 
 # %% ../nbs/14_compare.ipynb #6
 BASELINES = ('random', 'rs2', 'full_budget')          # the controls every adaptive method is judged against
 ALIASES = {'stale': ('ast.method=ast', 'ast.scoring=stale'),   # stale-score AST: no score pass
            'full_budget': ('ast.method=full',),                # all data for budget x the steps (training.budget)
-           'infobatch': ('ast.method=infobatch', 'ast.infobatch_prune=null')}  # p solved so a pruned epoch keeps the rate
+           'null': ('ast.method=random', 'ast.selection_stream=1'),   # random selection under an adaptive name
+           'sb': ('ast.method=sb', 'ast.scorer=loss')}         # selective backprop as published: ranks by loss alone
+NATURAL = ('infobatch',)   # run as published (p = 0.5): the budget follows from the data, its controls are matched to it
 
 def config_methods() -> list:
     "Every `ast.method` this astlab can run (read from the config's choices, so new methods appear by themselves)."
@@ -32,18 +35,19 @@ def config_methods() -> list:
 
 def available_methods() -> list:
     "Method names `astlab-compare` accepts: every `ast.method`, plus the aliases."
-    return [*config_methods(), *[a for a in ALIASES if a not in config_methods() and a in ('stale', 'full_budget')]]
+    return [*config_methods(), *[a for a in ALIASES if a not in config_methods()]]
 
 RATE_KNOBS = {'sb': lambda r: [f'ast.sb_beta={1/r - 1:.6g}']}   # sb's expected rate is 1/(beta+1): beta sets it, not the target
 
 def role(method:str) -> str:
-    "'full' for the reference, 'baseline' for the controls, 'adaptive' for everything else."
+    "'full' for the reference, 'baseline' for the controls, 'adaptive' for everything else (`null` included)."
     return 'full' if method == 'full' else 'baseline' if method in BASELINES else 'adaptive'
 
 def method_overrides(method:str, budget:float, rate:float|None) -> list:
     "The config overrides that make one run of `method` at `budget` (rate: `ast.target_activation`)."
     if method == 'full': return ['ast.method=full']
     if method == 'full_budget': return ['ast.method=full', f'training.budget={budget:g}']
+    if method in NATURAL: return [f'ast.method={method}']       # its own published setting decides the rate
     return [*ALIASES.get(method, (f'ast.method={method}',)), f'ast.target_activation={rate:g}',
             *RATE_KNOBS.get(method, lambda r: [])(rate)]
 
@@ -126,26 +130,66 @@ def welch(a:list, b:list, level:float=0.95) -> dict:
 # %% ../nbs/14_compare.ipynb #18
 @dataclass
 class Job:
-    "One run of the comparison."
-    method:str; role:str; budget:float; seed:int
+    "One run of the comparison: `fold` is None without --folds; `epochs` None keeps the config's."
+    method:str; role:str; budget:float|None; seed:int; epochs:int|None=None; fold:int|None=None
 
-def plan_jobs(methods:list, budgets:list, seeds:list, baselines:list) -> list:
-    "Full runs first, then seed by seed: every budget, adaptive methods then baselines."
-    jobs = [Job('full', 'full', 1.0, s) for s in seeds]
-    for s in seeds:
-        for b in budgets:
-            jobs += [Job(m, role(m), b, s) for m in [*methods, *baselines]]
-    return jobs
+def plan_jobs(methods:list, budgets:list, seeds:list, baselines:list, epochs:list=(None,), folds:int|None=None,
+              skip:set=frozenset(), natural:dict|None=None) -> list:
+    """Full runs first, then schedule by schedule and pair by pair (seed, fold): every budget, adaptive methods then
+    baselines. `skip`: (method, budget, epochs) out of reach; `natural`: {(method, epochs): budget} of methods whose
+    budget follows from their published setting (they run only there, with every baseline)."""
+    pairs = [(s, f) for s in seeds for f in (range(folds) if folds else [None])]
+    jobs = [Job('full', 'full', 1.0, s, e, f) for e in epochs for s, f in pairs]
+    nat = natural or {}
+    for e in epochs:
+        cells = [(b, [m for m in methods if m not in NATURAL and (m, b, e) not in skip]) for b in budgets]
+        cells += [(b, [m]) for (m, ee), b in nat.items() if ee == e and m in methods]
+        for s, f in pairs:
+            for b, ms in cells:
+                jobs += [Job(m, role(m), b, s, e, f) for m in [*ms, *baselines]]
+    return list({(j.method, j.budget, j.seed, j.epochs, j.fold): j for j in jobs}.values())   # a natural budget may repeat one
 
-def job_name(job:Job, rate:float|None) -> str:
-    if job.method == 'full': return f"cmp_full_s{job.seed}"
-    if job.method == 'full_budget': return f"cmp_full_budget_b{job.budget:g}_s{job.seed}"
-    return f"cmp_{job.method}_b{job.budget:g}_r{rate:g}_s{job.seed}"
+def job_name(job:Job, rate:float|None, key:str='') -> str:
+    "`cmp_<method>[_b<budget>][_r<rate>][_e<epochs>][_f<fold>]_s<seed>[_<key>]`; `key`: the config + code fingerprint."
+    b = '' if job.method == 'full' else '_bnat' if job.method in NATURAL else f"_b{job.budget:g}"
+    r = '' if rate is None or job.method in NATURAL else f"_r{rate:g}"
+    e = '' if job.epochs is None else f"_e{job.epochs}"
+    f = '' if job.fold is None else f"_f{job.fold}"
+    return f"cmp_{job.method}{b}{r}{e}{f}_s{job.seed}" + (f"_{key}" if key else '')
 
 def reproduce_command(config, overrides:list) -> str:
     "The `astlab-run` command line that trains this run alone."
     return ' '.join(['astlab-run', *(['--config', shlex.quote(str(config))] if config else []),
                      '--set', *map(shlex.quote, overrides)])
+
+# %% ../nbs/14_compare.ipynb #2c817e5d
+_UNKEYED = ('logging', 'training.progress')     # where a run writes and how it shows progress: not what it trains
+
+def code_version() -> str:
+    "astlab's version and a hash of its Python sources: any code change gives another value."
+    import astlab
+    h = hashlib.sha1()
+    for p in sorted(Path(astlab.__file__).parent.rglob('*.py')):
+        if p.name != '_modidx.py': h.update(p.relative_to(Path(astlab.__file__).parent).as_posix().encode()); h.update(p.read_bytes())
+    return f"{astlab.__version__}+{h.hexdigest()[:10]}"
+
+def _trained(d:dict) -> dict:
+    "A resolved (redacted) config dict, flattened, without the keys that do not change what is trained."
+    from astlab.train import _flat
+    return {k: v for k, v in _flat(d) if not k.startswith(_UNKEYED)}
+
+def run_key(cfg:Config, code:str) -> str:
+    "8 hex digits naming what `cfg` trains with this code: the reuse key of a comparison's run."
+    blob = json.dumps(_trained(redact(cfg.to_dict())), sort_keys=True, default=str) + code
+    return hashlib.sha1(blob.encode()).hexdigest()[:8]
+
+def reuse_mismatch(res:dict, cfg:Config, code:str) -> str|None:
+    "Why a finished run's results do not belong to `cfg` and this code (None: they do)."
+    old, new = _trained(res.get('config') or {}), _trained(redact(cfg.to_dict()))
+    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if diff: return f"{diff[0]}: {old.get(diff[0])!r} in the results, {new.get(diff[0])!r} now"
+    if res.get('code_version') not in (None, code): return f"astlab code {res.get('code_version')} in the results, {code} now"
+    return None
 
 # %% ../nbs/14_compare.ipynb #21
 def _history(res:dict) -> list:
@@ -164,71 +208,68 @@ def final_accuracy(res:dict) -> float|None:
     accs = [r.get('val_acc') for r in _history(res) if r.get('val_acc') is not None]
     return float(accs[-1]) if accs else None
 
+def train_wall(res:dict) -> float:
+    "Training wall seconds: the whole run less evaluation and checkpoint writes (`totals.train_wall_s` when recorded)."
+    t = res['totals']
+    if t.get('train_wall_s') is not None: return float(t['train_wall_s'])
+    ph = res.get('phase_s') or {}
+    return float(t['wall_s']) - sum(ph.get(k, 0.0) for k in ('eval', 'checkpoint'))
+
 def make_row(res:dict, job:Job, rate, full:dict, tol:float=0.05, **extra) -> dict:
-    "One row of compare.json from a run's results."
+    "One row of compare.json from a run's results; `full`: the reference of its schedule (flops, wall_s, train_wall_s)."
     t = res['totals']
     fr = t['flops'] / full['flops'] if full.get('flops') else None
     dev = None if fr is None or job.method == 'full' else fr / job.budget - 1
     noise = res.get('label_noise') or {}
-    return dict(method=job.method, role=job.role, budget=job.budget, seed=job.seed, rate=rate,
+    tw = train_wall(res)
+    return dict(method=job.method, role=job.role, family=None if job.role == 'full' else family(job.method),
+                budget=job.budget, epochs=job.epochs, seed=job.seed, fold=job.fold, rate=rate,
                 best_accuracy=float(res['best_accuracy']), final_accuracy=final_accuracy(res),
                 flops_ratio=fr, flops_deviation=dev, within_tolerance=dev is None or abs(dev) <= tol,
-                wall_ratio=t['wall_s'] / full['wall_s'] if full.get('wall_s') else None, wall_s=t['wall_s'],
+                wall_ratio=tw / full['train_wall_s'] if full.get('train_wall_s') else None, train_wall_s=tw,
+                whole_wall_ratio=t['wall_s'] / full['wall_s'] if full.get('wall_s') else None, wall_s=t['wall_s'],
                 activation_rate=t['activation_rate'], trained_noisy_fraction=noise.get('trained_noisy_fraction'),
                 run_name=res.get('run_name'), results_path=res.get('results_path'), **extra)
 
 # %% ../nbs/14_compare.ipynb #23
 def summarize(rows:list) -> list:
-    "Per method × budget: accuracy mean/std/95 % CI (final and best), FLOPs and wall ratios, flags."
+    "Per method × budget × schedule: accuracy mean/std/95 % CI (final and best), FLOPs and wall ratios, flags."
     groups = {}
-    for r in rows: groups.setdefault((r['method'], r['budget']), []).append(r)
+    for r in rows: groups.setdefault((r['method'], r['budget'], r.get('epochs')), []).append(r)
     out = []
-    for (m, b), rs in groups.items():
+    for (m, b, e), rs in groups.items():
         mean = lambda k: (lambda v: statistics.fmean(v) if v else None)([r[k] for r in rs if r.get(k) is not None])
-        out.append(dict(method=m, role=rs[0]['role'], budget=b, n=len(rs), rate=rs[0].get('rate'),
+        out.append(dict(method=m, role=rs[0]['role'], budget=b, epochs=e, n=len(rs), rate=rs[0].get('rate'),
                         final_accuracy=mean_ci([r['final_accuracy'] for r in rs]),
                         best_accuracy=mean_ci([r['best_accuracy'] for r in rs]),
                         flops_ratio=mean('flops_ratio'), wall_ratio=mean('wall_ratio'),
+                        whole_wall_ratio=mean('whole_wall_ratio'),
                         activation_rate=mean('activation_rate'), trained_noisy_fraction=mean('trained_noisy_fraction'),
                         max_abs_deviation=max((abs(r['flops_deviation']) for r in rs if r['flops_deviation'] is not None),
                                               default=None),
                         outside_tolerance=sum(not r['within_tolerance'] for r in rs)))
-    return sorted(out, key=lambda s: (s['budget'], ['adaptive', 'baseline', 'full'].index(s['role']), s['method']))
-
-def verdicts(rows:list, key:str='final_accuracy') -> list:
-    "Each adaptive method against the best baseline at the same budget (Welch, 95 %)."
-    acc = lambda m, b: [r[key] for r in rows if r['method'] == m and r['budget'] == b and r[key] is not None]
-    out = []
-    for b in sorted({r['budget'] for r in rows if r['role'] != 'full'}):
-        base = sorted({r['method'] for r in rows if r['budget'] == b and r['role'] == 'baseline'})
-        if not base: continue
-        best = max(base, key=lambda m: statistics.fmean(acc(m, b)))
-        for m in sorted({r['method'] for r in rows if r['budget'] == b and r['role'] == 'adaptive'}):
-            out.append(dict(budget=b, method=m, baseline=best, **welch(acc(m, b), acc(best, b)),
-                            against_each={x: welch(acc(m, b), acc(x, b))['verdict'] for x in base}))
-    return out
-
-def goal(rows:list, vs:list, key:str='final_accuracy', near_full:float=0.005, low_budget:float=0.6) -> dict:
-    "Issue 13's bar: ties-or-better at every budget, a significant win somewhere, within 0.5 points of full at <= 0.6x."
-    full = [r[key] for r in rows if r['method'] == 'full']
-    full_mean = statistics.fmean(full) if full else None
-    per_budget = {}
-    for b in sorted({v['budget'] for v in vs}):
-        vb = sorted((v for v in vs if v['budget'] == b), key=lambda v: -v['diff'] if v['diff'] is not None else math.inf)
-        top = vb[0]                                          # the adaptive method with the best mean at this budget
-        top_mean = statistics.fmean([r[key] for r in rows if r['method'] == top['method'] and r['budget'] == b])
-        per_budget[str(b)] = dict(best_adaptive=top['method'], best_baseline=top['baseline'], diff=top['diff'],
-                                  verdict=top['verdict'], at_least_ties=top['verdict'] in ('wins', 'ties'),
-                                  gap_to_full=None if full_mean is None else top_mean - full_mean,
-                                  near_full=None if full_mean is None or b > low_budget else top_mean >= full_mean - near_full)
-    win = any(v['verdict'] == 'wins' for v in vs)
-    met = bool(per_budget) and win and all(p['at_least_ties'] for p in per_budget.values()) and \
-          all(p['near_full'] is not False for p in per_budget.values())
-    return dict(met=met, significant_win_somewhere=win, per_budget=per_budget, full_mean=full_mean)
+    return sorted(out, key=lambda s: (-1 if s['epochs'] is None else s['epochs'], s['budget'],
+                                      ['adaptive', 'baseline', 'full'].index(s['role']), s['method']))
 
 # %% ../nbs/14_compare.ipynb #26
-def check_inputs(config, budgets, methods, overrides=()) -> tuple:
-    "Validated (budgets as floats, methods, base config); a `ConfigError` naming the bad value otherwise."
+def reach(config, methods:list, budgets:list, epochs:list, overrides=()) -> tuple:
+    "({(method, budget, epochs)} out of reach, notes): a method with a score pass cannot go below its score pass's cost."
+    skip, notes = set(), []
+    for m in methods:
+        if role(m) != 'adaptive' or m in NATURAL: continue
+        for e in epochs:
+            mc = build_config(config, [*overrides, *method_overrides(m, 0.5, 0.5), *([f'training.epochs={e}'] if e else [])])
+            c = cost_model(mc)
+            why = 'a score pass on every sample' + (f', plus {aux_cost_share(mc):.2f} for training the two irreducible-loss '
+                                                     'models (ast.rho_aux_model, ast.rho_aux_epochs)' if m == 'rholoss' else '')
+            out = [b for b in budgets if rate_for_budget(c, b) is None]
+            skip |= {(m, b, e) for b in out}
+            if out: notes.append(f"{m} cannot reach budget(s) {', '.join(f'{b:g}' for b in out)}"
+                                 f"{f' at {e} epochs' if e else ''}: its smallest rate costs {c(0.01):.2f} of full ({why}); left out there")
+    return skip, notes
+
+def check_inputs(config, budgets, methods, overrides=(), epochs=None, folds=None, allow_early_stop=False) -> tuple:
+    "Validated (budgets, methods, base config, epochs list, skip set, notes); a `ConfigError` naming the bad value otherwise."
     bs = []
     for b in budgets or []:
         try: v = float(b)
@@ -239,18 +280,26 @@ def check_inputs(config, budgets, methods, overrides=()) -> tuple:
     ok = available_methods()
     bad = [m for m in methods or [] if m not in ok]
     if bad: raise ConfigError(f"unknown method {bad[0]!r}: choose from {', '.join(ok)}")
-    cfg = build_config(config, overrides)
+    es = []
+    for e in epochs or []:
+        try: es.append(int(e)); assert es[-1] >= 1
+        except (TypeError, ValueError, AssertionError): raise ConfigError(f"bad --epochs value {e!r}: give whole numbers of epochs, e.g. --epochs 8 40") from None
+    es = sorted(set(es)) or [None]
+    if folds is not None and (not isinstance(folds, int) or folds < 2):
+        raise ConfigError(f"--folds {folds!r}: k-fold needs at least 2 folds (e.g. --folds 5), or leave it out")
+    fold_ov = [f'dataset.folds={folds}', 'dataset.fold=0'] if folds else []
+    cfg = build_config(config, [*overrides, *fold_ov])
+    if cfg.training.early_stop_patience is not None and not allow_early_stop:
+        raise ConfigError(f"training.early_stop_patience={cfg.training.early_stop_patience} stops runs on validation accuracy, "
+                          "so the 'final' accuracy would be chosen on the evaluation split: remove it (--set "
+                          "training.early_stop_patience=null) or pass --allow-early-stop")
+    methods = list(dict.fromkeys(methods or []))
+    skip, notes = reach(config, methods, bs, es, overrides)
     for m in methods:
-        if role(m) != 'adaptive': continue
-        mc = build_config(config, [*overrides, *method_overrides(m, 0.5, 0.5)])
-        c = cost_model(mc)
-        why = 'a score pass on every sample' + (f', plus {aux_cost_share(mc):.2f} for training the two irreducible-loss '
-                                                 'models (ast.rho_aux_model, ast.rho_aux_epochs)' if m == 'rholoss' else '')
-        for b in bs:
-            if rate_for_budget(c, b) is None:
-                raise ConfigError(f"budget {b:g} is out of reach for method {m!r}: even its smallest rate costs "
-                                  f"{c(0.01):.2f} of full training ({why}): use budgets above {c(0.01):.2f}")
-    return sorted(set(bs)), list(dict.fromkeys(methods)), cfg
+        if role(m) == 'adaptive' and m not in NATURAL and all((m, b, e) in skip for b in bs for e in es):
+            raise ConfigError(f"method {m!r} cannot reach any budget given ({', '.join(f'{b:g}' for b in bs)}): "
+                              f"{notes[-1].split(': ', 1)[1].rsplit(';', 1)[0]}: use budgets above that")
+    return sorted(set(bs)), methods, cfg, es, skip, notes
 
 # %% ../nbs/14_compare.ipynb #29
 def _measure(fn): t0 = time.perf_counter(); r = fn(); return r, time.perf_counter() - t0, None
@@ -265,48 +314,64 @@ def _load_json(p:Path, default):
 
 def compare(config,                      # YAML/JSON config file every run starts from (None: defaults)
             budgets:list,                # fractions of the full run's counted FLOPs, each in (0, 1)
-            methods:list,                # adaptive methods (names as in `ast.method`, or `stale`)
+            methods:list,                # adaptive methods (names as in `ast.method`, or an alias: stale, null)
             seeds:int=3,                 # seeds 0 .. seeds-1
             out='results/compare',       # output folder: runs, compare.json, compare.md, compare.png
             overrides=(),                # `section.key=value` for every run
-            baselines=BASELINES,         # controls at every budget (those this astlab lacks are left out, with a note)
+            baselines=BASELINES,         # controls at every budget (the step-matched ones are always added)
             tol:float=0.05,              # realised FLOPs must land within ±tol of the budget (relative)
-            max_calibrations:int=2,      # at most this many corrected reruns of a method's first seed
+            max_calibrations:int=2,      # at most this many corrected reruns of a method's first pair
             progress:bool=False,         # per-run progress bars
             log=print,                   # where progress lines go
             measure:Callable|None=None,  # fn -> (result, wall_s, others_share); default: wall clock only
+            epochs:list|None=None,       # schedule lengths to compare at (None: the config's `training.epochs`)
+            folds:int|None=None,         # k-fold over the training set: pairs are seed x fold
+            allow_early_stop:bool=False, # accept `training.early_stop_patience` (validation-based stopping)
+            alpha:float=0.05,            # family-wise error rate of the report's verdicts (Holm)
+            margin:float=0.005,          # `lossless`: within ±margin of full (0.005 = 0.5 points)
            ) -> dict:
     "Run the equal-compute comparison; write `out`/compare.json, compare.md and compare.png; return compare.json's dict."
-    budgets, methods, _ = check_inputs(config, budgets, methods, overrides)
-    notes = []
+    budgets, methods, _, epochs_l, skip, notes = check_inputs(config, budgets, methods, overrides, epochs, folds,
+                                                              allow_early_stop)
+    notes = list(notes)
     have = set(available_methods())
     missing = [b for b in baselines if b not in have]
     if missing: notes.append(f"baseline(s) {', '.join(missing)} not available in this astlab: left out")
     baselines = [b for b in baselines if b in have and b not in methods]
     methods = [m for m in methods if role(m) == 'adaptive']
-    seeds_l = list(range(seeds))
+    for m in methods:                                      # each family's step-matched control is always run
+        c = step_matched_control(m)
+        if c not in baselines:
+            baselines.append(c); notes.append(f"{c} added: the step-matched control of {m} ({family(m)}-level selection)")
+    seeds_l, code = list(range(seeds)), code_version()
+    pairs = [(s, f) for s in seeds_l for f in (range(folds) if folds else [None])]
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     state_p = out/'compare_state.json'
-    state = _load_json(state_p, {}); cal = state.setdefault('calibration', {})
+    cal = _load_json(state_p, {}).setdefault('calibration', {})
     measure = measure or _measure
     def save_state(key, c):      # re-read first: another invocation on other budgets may share this folder
         st = _load_json(state_p, {}); st.setdefault('calibration', {})[key] = c
         atomic_write_text(state_p, json.dumps(st, indent=1))
-    jobs = plan_jobs(methods, budgets, seeds_l, baselines)
-    full_ref, n_run = {}, 0
+    n_run, full_ref, natural, done_runs = 0, {}, {}, []
 
-    def base_ov(job, rate):
-        return [*overrides, *method_overrides(job.method, job.budget, rate), f'training.seed={job.seed}',
-                f'logging.output_dir={out}', f'logging.run_name={job_name(job, rate)}', 'training.progress=false']
+    def job_cfg(job, rate):
+        ov = [*overrides, *method_overrides(job.method, job.budget, rate),
+              *([f'training.epochs={job.epochs}'] if job.epochs else []),
+              *([f'dataset.folds={folds}', f'dataset.fold={job.fold}'] if folds else []),
+              f'training.seed={job.seed}', f'logging.output_dir={out}', 'training.progress=false']
+        key = run_key(build_config(config, ov), code)
+        ov.append(f'logging.run_name={job_name(job, rate, key)}')
+        return build_config(config, ov), ov
 
-    def run(i, job, rate):
+    def run(what, job, rate):
         nonlocal n_run
-        ov = base_ov(job, rate)
-        cfg = build_config(config, ov)
+        cfg, ov = job_cfg(job, rate)
         done = completed_results(cfg)
-        what = f"[{i}/{len(jobs)}] {job.method} budget {job.budget:g}" + (f" rate {rate:g}" if rate else '') + f" seed {job.seed}"
         if done:
             res = json.loads(done[-1].read_text()); res['results_path'] = str(done[-1]); others, skipped = None, True
+            why = reuse_mismatch(res, cfg, code)
+            if why: raise ConfigError(f"{done[-1]} carries this run's name but trained something else ({why}): "
+                                      f"delete it or use another --out")
             log(f"{what}: done before, skipped")
         else:
             log(f"{what}: running")
@@ -318,25 +383,46 @@ def compare(config,                      # YAML/JSON config file every run start
         cmd = reproduce_command(config, [o for o in ov if not o.startswith(('logging.', 'training.progress'))])
         return res, dict(command=cmd, others_share=others, skipped=skipped, complete=res.get('complete'))
 
-    done_runs = []                                         # (results, job, rate, extra) of every run kept
+    def label(i, n, job, rate):
+        return (f"[{i}/{n}] {job.method} budget {'natural' if job.budget is None else format(job.budget, 'g')}"
+                + (f" rate {rate:g}" if rate and job.method not in NATURAL else '')
+                + (f" epochs {job.epochs}" if job.epochs else '') + (f" fold {job.fold}" if job.fold is not None else '')
+                + f" seed {job.seed}")
+
+    # 1. the full runs: every ratio is taken against the mean of its schedule's
+    fulls = [Job('full', 'full', 1.0, s, e, f) for e in epochs_l for s, f in pairs]
+    for i, job in enumerate(fulls, 1):
+        res, extra = run(label(i, len(fulls), job, None), job, None); done_runs.append((res, job, None, extra))
+    for e in epochs_l:
+        rs = [r for r, j, _, _ in done_runs if j.epochs == e]
+        fps = rs[0].get('flops_per_sample') or {}
+        full_ref[e] = dict(flops=statistics.fmean(r['totals']['flops'] for r in rs),
+                           wall_s=statistics.fmean(r['totals']['wall_s'] for r in rs),
+                           train_wall_s=statistics.fmean(train_wall(r) for r in rs),
+                           fwd_ratio=fps['fwd'] / fps['fwd_bwd'] if fps.get('fwd_bwd') else 1/3)
+    # 2. methods run as published: their first pair sets the budget their controls run at
+    for e in epochs_l:
+        for m in [m for m in methods if m in NATURAL]:
+            job = Job(m, 'adaptive', None, *pairs[0][:1], e, pairs[0][1])
+            res, _ = run(label(0, 0, job, None).replace('[0/0] ', '[probe] '), job, None)
+            natural[(m, e)] = round(res['totals']['flops'] / full_ref[e]['flops'], 2)
+            notes.append(f"{m} as published realised {natural[(m, e)]:g} of full's FLOPs"
+                         f"{f' at {e} epochs' if e else ''}: compared there, against its controls at that budget")
+    # 3. everything else, pair by pair
+    jobs = [j for j in plan_jobs(methods, budgets, seeds_l, baselines, epochs_l, folds, skip, natural) if j.role != 'full']
+    base_key = run_key(build_config(config, list(overrides)), code)[:6]
     for i, job in enumerate(jobs, 1):
-        if job.role == 'full' or job.method == 'full_budget':
-            res, extra = run(i, job, None); done_runs.append((res, job, None, extra))
-            if job.role == 'full':                         # the reference: every full run comes first
-                fulls = [r for r, j, _, _ in done_runs if j.role == 'full']
-                fps = res.get('flops_per_sample') or {}
-                full_ref.update(flops=statistics.fmean(r['totals']['flops'] for r in fulls),
-                                wall_s=statistics.fmean(r['totals']['wall_s'] for r in fulls),
-                                fwd_ratio=fps['fwd'] / fps['fwd_bwd'] if fps.get('fwd_bwd') else 1/3)
-            continue
-        key = f"{job.method}@{job.budget:g}"
-        cost = cost_model(build_config(config, [*overrides, *method_overrides(job.method, job.budget, 0.5)]),
-                          full_ref['fwd_ratio'])
+        if job.method == 'full_budget' or job.method in NATURAL:
+            res, extra = run(label(i, len(jobs), job, None), job, None)
+            done_runs.append((res, job, None, extra)); continue
+        ref = full_ref[job.epochs]
+        key = f"{job.method}@{job.budget:g}" + (f"@e{job.epochs}" if job.epochs else '') + f"#{base_key}"
+        cost = cost_model(job_cfg(job, 0.5)[0], ref['fwd_ratio'])
         c = cal.setdefault(key, dict(rate=rate_for_budget(cost, job.budget), offset=0.0, tries=[]))
         while True:
-            res, extra = run(i, job, c['rate'])
-            row = make_row(res, job, c['rate'], full_ref, tol)
-            if job.seed != seeds_l[0] or row['within_tolerance'] or len(c['tries']) >= max_calibrations: break
+            res, extra = run(label(i, len(jobs), job, c['rate']), job, c['rate'])
+            row = make_row(res, job, c['rate'], ref, tol)
+            if (job.seed, job.fold) != pairs[0] or row['within_tolerance'] or len(c['tries']) >= max_calibrations: break
             new, off = recalibrate(cost, c['rate'], row['flops_ratio'], job.budget, c['tries'])
             c['tries'].append(dict(rate=c['rate'], flops_ratio=row['flops_ratio'], run_name=row['run_name']))
             log(f"    calibration: {job.method} realised {row['flops_ratio']:.3f} of full at budget {job.budget:g} "
@@ -349,77 +435,128 @@ def compare(config,                      # YAML/JSON config file every run start
         if not row['within_tolerance']:
             log(f"    FLAG: {row['run_name']} realised {row['flops_ratio']:.3f} of full FLOPs at budget {job.budget:g} "
                 f"({row['flops_deviation']:+.1%})")
-    rows = [make_row(res, job, rate, full_ref, tol, **extra) for res, job, rate, extra in done_runs]
+    rows = [make_row(res, job, rate, full_ref[job.epochs], tol, **extra) for res, job, rate, extra in done_runs]
+    vs = verdict_table(rows, alpha=alpha, margin=margin)
+    cmd = ['astlab-compare', *(['--config', str(config)] if config else []), '--budgets', *map('{:g}'.format, budgets),
+           '--methods', *methods, '--seeds', str(seeds), '--out', str(out)]
+    cmd += (['--epochs', *map(str, epochs_l)] if epochs_l != [None] else []) + (['--folds', str(folds)] if folds else [])
+    cmd += (['--allow-early-stop'] if allow_early_stop else []) + (['--set', *overrides] if overrides else [])
     report = dict(created_at=datetime.now(timezone.utc).isoformat(timespec='seconds'), config=str(config) if config else None,
-                  overrides=list(overrides), budgets=budgets, methods=methods, baselines=baselines, seeds=seeds_l,
-                  tolerance=tol, metric='final_accuracy', notes=notes, rows=rows, summary=summarize(rows))
-    report['verdicts'] = verdicts(rows)
-    report['goal'] = goal(rows, report['verdicts'])
-    report |= dict(calibration=cal, flagged=[r['run_name'] for r in rows if not r['within_tolerance']],
-                   runs_trained=n_run, versions=versions(),
-                   command=' '.join(['astlab-compare', *(['--config', str(config)] if config else []),
-                                     '--budgets', *map('{:g}'.format, budgets), '--methods', *methods,
-                                     '--seeds', str(seeds), '--out', str(out)] + (['--set', *overrides] if overrides else [])))
+                  overrides=list(overrides), budgets=budgets, epochs=epochs_l, folds=folds, methods=methods,
+                  baselines=baselines, seeds=seeds_l, tolerance=tol, metric='final_accuracy', alpha=alpha, margin=margin,
+                  notes=notes, rows=rows, summary=summarize(rows), verdicts=vs, goal=goal(vs), regime=regime(rows),
+                  natural_budgets=[dict(method=m, epochs=e, budget=b) for (m, e), b in natural.items()],
+                  calibration=cal, flagged=[r['run_name'] for r in rows if not r['within_tolerance']],
+                  runs_trained=n_run, versions=versions(), code_version=code, command=' '.join(cmd))
     write_outputs(report, out)
     return report
 
 # %% ../nbs/14_compare.ipynb #31
 def _pct(x, d=1): return '—' if x is None else f"{100*x:.{d}f}"
+def _p(x): return '—' if x is None else f"{x:.3g}" if x >= 0.001 else f"{x:.1e}"
+def _ep(e): return 'config' if e is None else str(e)
+
+def regime_map(rep:dict) -> dict:
+    "{(budget, epochs): [(method, verdict against its step-matched control)]}: the budget x schedule map."
+    cells = {}
+    for v in rep['verdicts']:
+        if 'step_matched' in v['kind'] or v['kind'] == 'no_control':
+            cells.setdefault((v['budget'], v['epochs']), []).append((v['method'], v['verdict']))
+    return cells
 
 def compare_markdown(rep:dict) -> str:
-    "compare.md: per method × budget accuracy (mean ± std, 95 % CI), cost, and the verdicts."
-    L = [f"# Equal-compute comparison", '', f"`{rep['command']}`", '',
-         f"Accuracy in % (final epoch, validation split; mean ± std over {len(rep['seeds'])} seed(s), 95 % t-interval). "
-         f"FLOPs and wall time relative to the full run. Budgets are fractions of full's counted FLOPs; a run whose "
-         f"realised FLOPs miss its budget by more than {rep['tolerance']:.0%} is flagged.", '']
+    "compare.md: the regime, per method × budget × schedule accuracy and cost, the paired verdicts, the map and the goal."
+    n = len(rep['seeds']) * (rep.get('folds') or 1)
+    L = [f"# Equal-compute comparison", '', f"`{rep['command']}`", '']
+    L += [f"**Regime.** {r['line']}." for r in rep.get('regime', [])] + ['']
+    L += [f"Accuracy in % (final epoch, validation split; mean ± std over {len(rep['seeds'])} seed(s)"
+          + (f" × {rep['folds']} folds" if rep.get('folds') else '') + ", 95 % t-interval). FLOPs relative to the full "
+          f"run of the same schedule; wall = training wall time (evaluation and checkpoints excluded) relative to full's, "
+          f"whole = the whole run's. Budgets are fractions of full's counted FLOPs; a run whose realised FLOPs miss its "
+          f"budget by more than {rep['tolerance']:.0%} is flagged.", '']
     noisy = any(s['trained_noisy_fraction'] is not None for s in rep['summary'])
-    L += ['| method | role | budget | rate | final acc | 95 % CI | best acc | FLOPs | wall | active |' + (' noisy picked |' if noisy else ''),
-          '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|' + ('---:|' if noisy else '')]
+    L += ['| epochs | method | role | budget | rate | final acc | 95 % CI | best acc | FLOPs | wall | whole | active |' + (' noisy picked |' if noisy else ''),
+          '|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|' + ('---:|' if noisy else '')]
     for s in rep['summary']:
         f, b = s['final_accuracy'], s['best_accuracy']
         ci = '—' if f['ci_low'] is None else f"{_pct(f['ci_low'])}–{_pct(f['ci_high'])}"
         flops = '—' if s['flops_ratio'] is None else f"{s['flops_ratio']:.3f}" + (f" ⚠{s['outside_tolerance']}" if s['outside_tolerance'] else '')
-        L.append(f"| {s['method']} | {s['role']} | {s['budget']:g} | {'—' if s['rate'] is None else format(s['rate'], 'g')} | "
+        r2 = lambda x: '—' if x is None else format(x, '.2f')
+        L.append(f"| {_ep(s.get('epochs'))} | {s['method']} | {s['role']} | {s['budget']:g} | {'—' if s['rate'] is None else format(s['rate'], 'g')} | "
                  f"{_pct(f['mean'])} ± {_pct(f['std'])} | {ci} | {_pct(b['mean'])} ± {_pct(b['std'])} | {flops} | "
-                 f"{'—' if s['wall_ratio'] is None else format(s['wall_ratio'], '.2f')} | {s['activation_rate']:.3f} |"
+                 f"{r2(s['wall_ratio'])} | {r2(s.get('whole_wall_ratio'))} | {s['activation_rate']:.3f} |"
                  + (f" {_pct(s['trained_noisy_fraction'])} |" if noisy else ''))
-    L += ['', '## Verdicts (final accuracy, adaptive − best baseline at the same budget, Welch 95 %)', '',
-          '| budget | method | best baseline | difference (points) | 95 % CI | verdict | vs each baseline |',
-          '|---:|---|---|---:|---:|---|---|']
+    g = rep['goal']
+    L += ['', f"## Verdicts (paired over {n} pairs, Holm-corrected across {g['tests']} tests, α = {rep['alpha']:g})", '',
+          "Difference = method − control in points of final accuracy, the mean over pairs (same seed"
+          + (" and fold" if rep.get('folds') else '') + ": same initial weights and data order). "
+          "step_matched: the control that takes the same steps (random for per-batch methods, RS2 for epoch-level ones); "
+          f"best_baseline: the best baseline at that budget. lossless: within ±{100*rep['margin']:g} points of full "
+          "(TOST, Holm). detectable: the smallest true difference these pairs would find with 80 % power.", '',
+          '| epochs | budget | method | control | difference | 95 % CI | p | p (Holm) | vs full | detectable | verdict |',
+          '|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|']
     for v in rep['verdicts']:
         ci = '—' if v['ci_low'] is None else f"{_pct(v['ci_low'], 2)} … {_pct(v['ci_high'], 2)}"
-        each = ', '.join(f"{k}: {x}" for k, x in v['against_each'].items())
-        L.append(f"| {v['budget']:g} | {v['method']} | {v['baseline']} | {_pct(v['diff'], 2)} | {ci} | **{v['verdict']}** | {each} |")
-    g = rep['goal']
-    L += ['', '## Goal', '', f"Goal met: **{'yes' if g['met'] else 'no'}** (at every budget the best adaptive method at least "
-          f"ties the best baseline, with a significant win somewhere; at ≤ 0.6× FLOPs within 0.5 points of full).", '']
-    for b, p in g['per_budget'].items():
-        L.append(f"- budget {b}: best adaptive {p['best_adaptive']} vs {p['best_baseline']}: {_pct(p['diff'], 2)} points "
-                 f"(**{p['verdict']}**); {'—' if p['gap_to_full'] is None else format(100*p['gap_to_full'], '+.2f')} points vs full")
+        L.append(f"| {_ep(v['epochs'])} | {v['budget']:g} | {v['method']} | {v['control']} ({v['kind'].replace('+', ', ')}) | "
+                 f"{_pct(v['diff'], 2)} | {ci} | {_p(v['p_value'])} | {_p(v['p_holm'])} | "
+                 f"{'—' if v['full_diff'] is None else format(100*v['full_diff'], '+.2f')} | {_pct(v['detectable'], 2)} | **{v['verdict']}** |")
+    cells = regime_map(rep)
+    es = sorted({e for _, e in cells}, key=lambda e: -1 if e is None else e)
+    if cells:
+        L += ['', '## Budget × schedule (verdict against the step-matched control)', '',
+              '| budget | ' + ' | '.join(f"{_ep(e)} epochs" for e in es) + ' |', '|---:|' + '---|' * len(es)]
+        for b in sorted({b for b, _ in cells}):
+            L.append(f"| {b:g} | " + ' | '.join(', '.join(f"{m}: **{x}**" for m, x in cells.get((b, e), [])) or '—' for e in es) + ' |')
+    L += ['', '## Goal', '', f"Goal met: **{'yes' if g['met'] else 'no'}** (some adaptive method wins against both its "
+          f"step-matched control and the best baseline after Holm's correction, and the null control wins nowhere)."]
+    for w in g['wins']: L.append(f"- {w['method']} wins at budget {w['budget']:g}, {_ep(w['epochs'])} epochs")
+    if g['lossless']: L.append('- lossless (within the margin of full): ' + ', '.join(f"{w['method']} at {w['budget']:g} ({_ep(w['epochs'])} epochs)" for w in g['lossless']))
+    if g['null'] is not None:
+        L.append(f"- null control (random selection under an adaptive name): won {g['null']['wins']} of its {g['null']['tests']} "
+                 f"tests — a measured false-win rate of {g['null']['wins']}/{g['null']['tests']}"
+                 + (": every win in this report is suspect" if g['null']['wins'] else ''))
+    else: L.append('- no null control in this report (add `null` to --methods to measure the false-win rate)')
     if rep['flagged']: L += ['', f"Flagged (outside ±{rep['tolerance']:.0%} of the budget): {', '.join(rep['flagged'])}"]
-    if rep['notes']: L += ['', *[f"Note: {n}" for n in rep['notes']]]
-    L += ['', 'Each row of compare.json carries the `astlab-run` command that reproduces it.', '']
+    if rep['notes']: L += ['', *[f"Note: {x}" for x in rep['notes']]]
+    L += ['', f"astlab {rep.get('code_version')}. Each row of compare.json carries the `astlab-run` command that reproduces it.", '']
     return '\n'.join(L)
 
 STYLE = {'full': ('black', 's'), 'random': ('#888888', 'o'), 'rs2': ('#bcbd22', 'v'), 'full_budget': ('#2ca02c', 'P')}
 _ADAPTIVE_COLOURS = ('#1f77b4', '#ff7f0e', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#17becf')   # none a baseline's
+VERDICT_COLOURS = {'wins': '#2ca02c', 'loses': '#d62728', 'lossless': '#1f77b4', 'inconclusive': '#7f7f7f'}
 
 def plot_compare(rep:dict, fname=None):
-    "Accuracy (mean ± std over seeds) against counted FLOPs and wall time relative to full; one line per method."
+    "Accuracy (mean ± std) against counted FLOPs and training wall time relative to full, and the budget × schedule map."
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(11, 4.3)); axes = fig.subplots(1, 2, sharey=True)
-    ss = rep['summary']
-    for ax, key, label in ((axes[0], 'flops_ratio', 'counted FLOPs / full'), (axes[1], 'wall_ratio', 'wall time / full')):
-        for i, m in enumerate(dict.fromkeys(s['method'] for s in ss)):
-            pts = sorted((s for s in ss if s['method'] == m and s[key] is not None), key=lambda s: s[key])
+    fig = Figure(figsize=(15, 4.6)); axes = fig.subplots(1, 3, gridspec_kw=dict(width_ratios=[1, 1, 0.9]))
+    ss = rep['summary']; many = len({s.get('epochs') for s in ss}) > 1
+    curves = list(dict.fromkeys((s['method'], s.get('epochs')) for s in ss))
+    for ax, key, lab in ((axes[0], 'flops_ratio', 'counted FLOPs / full'), (axes[1], 'wall_ratio', 'training wall time / full')):
+        for i, (m, e) in enumerate(curves):
+            pts = sorted((s for s in ss if s['method'] == m and s.get('epochs') == e and s[key] is not None), key=lambda s: s[key])
             if not pts: continue
-            c, mk = STYLE.get(m, (_ADAPTIVE_COLOURS[i % len(_ADAPTIVE_COLOURS)], 'D'))
+            c, mk = STYLE.get(m, (_ADAPTIVE_COLOURS[list(dict.fromkeys(x for x, _ in curves)).index(m) % len(_ADAPTIVE_COLOURS)], 'D'))
             ax.errorbar([s[key] for s in pts], [s['final_accuracy']['mean'] for s in pts],
                         yerr=[s['final_accuracy']['std'] for s in pts], color=c, marker=mk, capsize=3,
-                        ls='--' if pts[0]['role'] == 'baseline' else '-', label=m)
-        ax.set_xlabel(label); ax.grid(alpha=0.3)
-    axes[0].set_ylabel('final validation accuracy'); axes[1].legend(fontsize=8, loc='lower right')
-    fig.suptitle(f"equal-compute comparison ({len(rep['seeds'])} seeds; dashed: baselines)", fontsize=10)
+                        ls='--' if pts[0]['role'] == 'baseline' else '-', alpha=1.0 if not many or e == max(x for _, x in curves if x) else 0.55,
+                        label=f"{m}" + (f" ({e} ep)" if many else ''))
+        ax.set_xlabel(lab); ax.grid(alpha=0.3)
+    axes[0].set_ylabel('final validation accuracy'); axes[1].legend(fontsize=7, loc='lower right', ncol=2 if many else 1)
+    ax = axes[2]; cells = regime_map(rep)
+    bs = sorted({b for b, _ in cells}); es = sorted({e for _, e in cells}, key=lambda e: -1 if e is None else e)
+    for (b, e), vs in cells.items():
+        x, y = es.index(e), bs.index(b)
+        for k, (m, v) in enumerate(vs):
+            ax.text(x, y + 0.3 - 0.6 * (k + 0.5) / len(vs), f"{m}: {v}", ha='center', va='center', fontsize=7,
+                    color=VERDICT_COLOURS.get(v, 'k'), fontweight='bold' if v in ('wins', 'loses') else 'normal')
+    ax.set_xticks(range(len(es)), [f"{_ep(e)} epochs" for e in es]); ax.set_yticks(range(len(bs)), [f"{b:g}×" for b in bs])
+    ax.set_xlim(-0.5, len(es) - 0.5); ax.set_ylim(-0.5, len(bs) - 0.5)
+    for k in range(len(es) + 1): ax.axvline(k - 0.5, color='#ddd', lw=0.8)
+    for k in range(len(bs) + 1): ax.axhline(k - 0.5, color='#ddd', lw=0.8)
+    ax.set_title('verdict vs step-matched control (Holm)', fontsize=9); ax.set_ylabel('budget')
+    lim = [r for r in rep.get('regime', []) if r['sample_limited']]
+    fig.suptitle(f"equal-compute comparison ({len(rep['seeds'])} seeds{' × ' + str(rep['folds']) + ' folds' if rep.get('folds') else ''}; "
+                 f"dashed: baselines)" + (f"; sample-limited at {', '.join(_ep(r['epochs']) for r in lim)} epochs" if lim else ''), fontsize=10)
     fig.tight_layout()
     if fname: fig.savefig(fname, dpi=110)
     return fig
@@ -438,40 +575,45 @@ def compare_html(results_dir) -> str:
     if not p.exists(): return ''
     rep = json.loads(p.read_text()); e = lambda s: html.escape(str(s))
     from astlab.analysis import _data_uri
-    rows = ''.join(f"<tr><td>{e(s['method'])}</td><td>{e(s['role'])}</td><td>{s['budget']:g}</td>"
+    rows = ''.join(f"<tr><td>{_ep(s.get('epochs'))}</td><td>{e(s['method'])}</td><td>{e(s['role'])}</td><td>{s['budget']:g}</td>"
                    f"<td>{_pct(s['final_accuracy']['mean'])} ± {_pct(s['final_accuracy']['std'])}</td>"
                    f"<td>{'—' if s['flops_ratio'] is None else format(s['flops_ratio'], '.3f')}</td>"
                    f"<td>{'—' if s['wall_ratio'] is None else format(s['wall_ratio'], '.2f')}</td></tr>" for s in rep['summary'])
-    vs = ''.join(f"<tr><td>{v['budget']:g}</td><td>{e(v['method'])}</td><td>{e(v['baseline'])}</td><td>{_pct(v['diff'], 2)}</td>"
+    vs = ''.join(f"<tr><td>{_ep(v.get('epochs'))}</td><td>{v['budget']:g}</td><td>{e(v['method'])}</td><td>{e(v.get('control'))} "
+                 f"({e(v.get('kind', ''))})</td><td>{_pct(v['diff'], 2)}</td><td>{_p(v.get('p_holm'))}</td>"
                  f"<td><b>{e(v['verdict'])}</b></td></tr>" for v in rep['verdicts'])
+    reg = ''.join(f"<p class=\"note\">{e(r['line'])}.</p>" for r in rep.get('regime', []))
     return (f"<h2>Equal-compute comparison</h2>\n<p class=\"note\"><code>{e(rep['command'])}</code>: final accuracy % "
-            f"(mean ± std over {len(rep['seeds'])} seed(s)); FLOPs and wall time relative to full. Goal met: "
-            f"<b>{'yes' if rep['goal']['met'] else 'no'}</b>.</p>\n<table><thead><tr><th>method</th><th>role</th><th>budget</th>"
-            f"<th>final accuracy</th><th>FLOPs</th><th>wall</th></tr></thead><tbody>{rows}</tbody></table>\n"
-            f"<h3>Verdicts (vs the best baseline, Welch 95 %)</h3>\n<table><thead><tr><th>budget</th><th>method</th>"
-            f"<th>baseline</th><th>difference (points)</th><th>verdict</th></tr></thead><tbody>{vs}</tbody></table>\n"
+            f"(mean ± std over {len(rep['seeds'])} seed(s)); FLOPs and training wall time relative to full. Goal met: "
+            f"<b>{'yes' if rep['goal']['met'] else 'no'}</b>.</p>\n{reg}<table><thead><tr><th>epochs</th><th>method</th><th>role</th>"
+            f"<th>budget</th><th>final accuracy</th><th>FLOPs</th><th>wall</th></tr></thead><tbody>{rows}</tbody></table>\n"
+            f"<h3>Verdicts (paired, Holm-corrected)</h3>\n<table><thead><tr><th>epochs</th><th>budget</th><th>method</th>"
+            f"<th>control</th><th>difference (points)</th><th>p (Holm)</th><th>verdict</th></tr></thead><tbody>{vs}</tbody></table>\n"
             f"<img alt=\"accuracy vs counted FLOPs and wall time\" src=\"{_data_uri(plot_compare(rep), dpi=100)}\">\n")
 
 # %% ../nbs/14_compare.ipynb #35
 @call_parse
 def compare_cli(config:str=None,           # YAML/JSON config every run starts from (default: built-in defaults, digits on CPU)
                 budgets:Annotated[str, "fractions of the full run's counted FLOPs, e.g. 0.5 0.7", {'nargs': '+'}]=None,
-                methods:Annotated[str, "adaptive methods (ast.method names, or stale), e.g. ast sb", {'nargs': '+'}]=None,
+                methods:Annotated[str, "adaptive methods (ast.method names, or stale, null), e.g. ast sb null", {'nargs': '+'}]=None,
                 seeds:int=3,               # seeds 0 .. seeds-1 per method and budget
                 out:str='results/compare', # output folder: every run's results, compare.json, compare.md, compare.png
                 set:Annotated[str, "config overrides KEY=VALUE for every run", {'nargs': '*'}]=None,
-                baselines:Annotated[str, "controls at every budget", {'nargs': '*'}]=None,
+                baselines:Annotated[str, "controls at every budget (each method's step-matched control is always added)", {'nargs': '*'}]=None,
+                epochs:Annotated[str, "schedule lengths to compare at, e.g. 8 40 (default: the config's training.epochs)", {'nargs': '+'}]=None,
+                folds:int=None,            # k-fold over the training set (small data): pairs are seed x fold
+                allow_early_stop:bool=False, # accept training.early_stop_patience (stopping on validation accuracy)
                 tolerance:float=0.05,      # realised FLOPs within ±this of the budget (relative), else flagged
                 progress:bool=False,       # per-run progress bars
                 debug:bool=False):         # tracebacks for config/data errors
-    "Every method at the same counted FLOPs as random, RS2 and budget-matched full: the equal-compute verdict."
+    "Every method at the same counted FLOPs as its step-matched control, RS2 and budget-matched full: the paired, corrected verdict."
     try:
-        check_inputs(config, budgets, methods or [], set or ())
-        if not methods: raise ConfigError("no method given: pass --methods, e.g. --methods ast sb")
+        if not methods: raise ConfigError("no method given: pass --methods, e.g. --methods ast sb null")
+        check_inputs(config, budgets, methods, set or (), epochs, folds, allow_early_stop)
         if seeds < 1: raise ConfigError(f"--seeds {seeds}: give at least 1")
         rep = compare(config, budgets, methods, seeds=seeds, out=out, overrides=set or (), tol=tolerance,
                       baselines=tuple(baselines) if baselines is not None else BASELINES, progress=progress,
-                      log=lambda s: print(s, flush=True))
+                      log=lambda s: print(s, flush=True), epochs=epochs, folds=folds, allow_early_stop=allow_early_stop)
     except USER_ERRORS as e:
         if debug: raise
         print(f"error: {e}", file=sys.stderr); return 2

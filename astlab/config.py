@@ -87,6 +87,7 @@ class ASTConfig:
     min_active:int=_f(2, ge=1) # train on at least this many samples per batch (>= 2 for BatchNorm)
     sb_beta:Optional[float]=_f(None, ge=0) # sb (selective backprop): selection probability = percentile ** sb_beta; None: 1/target - 1 (rate = target)
     sb_history:int=_f(1024, ge=1) # sb: number of recent scores the percentile is taken over
+    selection_stream:int=_f(0, ge=0) # random draws of selection come from stream k of the seed (0: the run's own; astlab-compare's `null` uses 1)
 
 @dataclass
 class TrainingConfig:

@@ -12,7 +12,7 @@ import astlab
 from .config import Config, ConfigError, load_config, redact
 from .selection import make_selector
 from .significance import get_scorer
-from .data import get_dataloaders, describe, dataset_label, EpochSampler
+from .data import get_dataloaders, describe, dataset_label, EpochSampler, mix_seed
 from .models import create_model
 from .meters import flops_per_sample, EnergyMeter, RunMeter, history_columns, history_rows, SEED_HISTORY
 from .meters import PhaseTimer, STEP_PHASES
@@ -325,7 +325,8 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
         selector.defer_update = True                           # rate, summed in the batch's one collective (`agree_batch`)
     elif world > 1 and hasattr(selector, 'rate_reduce'):       # (a selector that feeds another rate: its own collective)
         selector.rate_reduce = lambda count, n: all_reduce_sum(count, n, device=device)
-    gen = torch.Generator(device).manual_seed(t.seed + 1 + rank())   # on the device: random draws need no copy
+    gen = torch.Generator(device).manual_seed(t.seed + 1 + rank() if not a.selection_stream   # on the device: random draws need no copy
+                                              else mix_seed(t.seed, rank(), a.selection_stream))  # another stream, same init and data order
     energy = EnergyMeter(device, tdp_watts=cfg.metrics.gpu_tdp_watts)
     reduce = (lambda *xs: all_reduce_sum(*xs, device=device)) if world > 1 else None   # DDP: energy of every rank
     hist = HistoryCB(RunMeter(flops, energy, reduce=reduce), jsonl_path=cfg.logging.jsonl_path if is_main() else None)

@@ -31,7 +31,9 @@ def finish(p, timeout=600):
 def test_bad_budget_or_method_exits_2_before_any_work(tmp_path):
     cases = {"budget": ["--budgets", "0.5", "1.5", "--methods", "ast"],
              "method": ["--budgets", "0.5", "--methods", "ast", "asst"],
-             "reach": ["--budgets", "0.2", "--methods", "ast"]}
+             "reach": ["--budgets", "0.2", "--methods", "ast"],
+             "epochs": ["--budgets", "0.5", "--methods", "ast", "--epochs", "0"],
+             "early_stop": ["--budgets", "0.5", "--methods", "ast", "--set", "training.early_stop_patience=2"]}
     procs = {k: start(tmp_path, *a, "--out", tmp_path/k) for k, a in cases.items()}
     for k, p in procs.items():
         rc, out, err = finish(p)
@@ -40,39 +42,57 @@ def test_bad_budget_or_method_exits_2_before_any_work(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: "), err
         assert not (tmp_path/k).exists(), f"{k}: work started before the input was checked"
     assert "bad budget '1.5'" in finish(start(tmp_path, *cases["budget"]))[2]
+    assert "--allow-early-stop" in finish(start(tmp_path, *cases["early_stop"], "--out", tmp_path/"es"))[2]
 
 
 def test_tiny_comparison_schema_and_resume(tmp_path):
     out = tmp_path/"cmp"
-    args = ["--budgets", "0.5", "--methods", "topk", "--seeds", "1", "--out", out, "--baselines", "random", "full_budget",
+    args = ["--budgets", "0.5", "--methods", "topk", "null", "--seeds", "1", "--out", out, "--baselines", "random", "full_budget",
             "--set", *TINY]
     rc, stdout, err = finish(start(tmp_path, *args))
     assert rc == 0, err[-3000:]
-    assert "[1/4] full budget 1 seed 0: running" in stdout and "[4/4] full_budget budget 0.5 seed 0" in stdout
+    assert "[1/1] full budget 1 seed 0: running" in stdout and "[4/4] full_budget budget 0.5 seed 0" in stdout
     rep = json.loads((out/"compare.json").read_text())
     rows = rep["rows"]
-    assert {(r["method"], r["role"]) for r in rows} == {("full", "full"), ("topk", "adaptive"), ("random", "baseline"),
-                                                        ("full_budget", "baseline")}
+    assert {(r["method"], r["role"]) for r in rows} == {("full", "full"), ("topk", "adaptive"), ("null", "adaptive"),
+                                                        ("random", "baseline"), ("full_budget", "baseline")}
     for r in rows:
         assert ROW_KEYS <= set(r), ROW_KEYS - set(r)
         assert Path(r["results_path"]).exists() and r["command"].startswith("astlab-run --set ")
     by = {r["method"]: r for r in rows}
     assert by["full"]["flops_ratio"] == pytest.approx(1.0) and by["full"]["budget"] == 1.0
-    for m in ("random", "full_budget", "topk"):               # the calibration lands every method on its budget
+    for m in ("random", "full_budget", "topk", "null"):       # the calibration lands every method on its budget
         assert abs(by[m]["flops_ratio"] / 0.5 - 1) <= 0.05, (m, by[m]["flops_ratio"])
     assert by["topk"]["rate"] < 0.5                            # topk pays a score pass: it trains on less
-    assert [v["method"] for v in rep["verdicts"]] == ["topk"] and rep["verdicts"][0]["verdict"] == "n/a"   # 1 seed
-    assert set(rep["goal"]) >= {"met", "per_budget"}
+    null = json.loads(Path(by["null"]["results_path"]).read_text())["config"]["ast"]
+    assert (null["method"], null["selection_stream"]) == ("random", 1)      # random selection from another stream
+    assert {v["method"] for v in rep["verdicts"]} == {"topk", "null"}
+    for v in rep["verdicts"]:                                  # 1 seed: no pair to test, never a verdict
+        assert v["verdict"] == "inconclusive" and v["n_pairs"] == 1 and v["p_value"] is None
+        assert v["control"] == "random" or "best_baseline" in v["kind"]
+    assert not rep["goal"]["met"] and rep["goal"]["null"] == {"tests": len([v for v in rep["verdicts"] if v["method"] == "null"]), "wins": 0}
     md = (out/"compare.md").read_text()
     assert "| method | role | budget |" in md and "## Verdicts" in md and "## Goal" in md
     assert (out/"compare.png").stat().st_size > 1000
     # the same command again: every run is found finished, nothing is trained, the report is rewritten the same
     rc, stdout, err = finish(start(tmp_path, *args))
     assert rc == 0, err[-3000:]
-    assert stdout.count("done before, skipped") == 4 and "running" not in stdout
+    assert stdout.count("done before, skipped") == 5 and "running" not in stdout
     rep2 = json.loads((out/"compare.json").read_text())
     assert rep2["runs_trained"] == 0
     assert [r["final_accuracy"] for r in rep2["rows"]] == [r["final_accuracy"] for r in rows]
+    # another --set into the same folder: nothing is reused, every run is trained anew under its own name
+    rc, stdout, err = finish(start(tmp_path, *args, "training.lr=0.05"))
+    assert rc == 0, err[-3000:]
+    rep3 = json.loads((out/"compare.json").read_text())
+    assert rep3["runs_trained"] == 5 and "done before" not in stdout
+    assert not {r["run_name"] for r in rep3["rows"]} & {r["run_name"] for r in rows}
+    # a results file under a run's name that trained something else is refused, naming the key
+    res = json.loads(Path(by["topk"]["results_path"]).read_text())
+    res["config"]["training"]["lr"] = 0.5
+    Path(by["topk"]["results_path"]).write_text(json.dumps(res))
+    rc, stdout, err = finish(start(tmp_path, *args))
+    assert rc == 2 and "training.lr: 0.5 in the results" in err and len(err.strip().splitlines()) == 1, err[-2000:]
     # the report of the folder gets the comparison's section
     from astlab.analysis import write_report
     page = write_report(out).read_text()
