@@ -260,7 +260,8 @@ def reach(config, methods:list, budgets:list, epochs:list, overrides=()) -> tupl
         for e in epochs:
             mc = build_config(config, [*overrides, *method_overrides(m, 0.5, 0.5), *([f'training.epochs={e}'] if e else [])])
             c = cost_model(mc)
-            why = 'a score pass on every sample' + (f', plus {aux_cost_share(mc):.2f} for training the two irreducible-loss '
+            why = ('its epochs on all data (the first, before anything is scored, and any annealing)' if family(m) == 'epoch'
+                   else 'a score pass on every sample') + (f', plus {aux_cost_share(mc):.2f} for training the two irreducible-loss '
                                                      'models (ast.rho_aux_model, ast.rho_aux_epochs)' if m == 'rholoss' else '')
             out = [b for b in budgets if rate_for_budget(c, b) is None]
             skip |= {(m, b, e) for b in out}
@@ -405,9 +406,12 @@ def compare(config,                      # YAML/JSON config file every run start
         for m in [m for m in methods if m in NATURAL]:
             job = Job(m, 'adaptive', None, *pairs[0][:1], e, pairs[0][1])
             res, _ = run(label(0, 0, job, None).replace('[0/0] ', '[probe] '), job, None)
-            natural[(m, e)] = round(res['totals']['flops'] / full_ref[e]['flops'], 2)
-            notes.append(f"{m} as published realised {natural[(m, e)]:g} of full's FLOPs"
-                         f"{f' at {e} epochs' if e else ''}: compared there, against its controls at that budget")
+            nb = round(res['totals']['flops'] / full_ref[e]['flops'], 2)
+            at = f' at {e} epochs' if e else ''
+            if nb > 1 - tol:                                   # nothing saved: no budget to compare at
+                notes.append(f"{m} as published realised {nb:g} of full's FLOPs{at}: it saves nothing there, not compared"); continue
+            natural[(m, e)] = nb
+            notes.append(f"{m} as published realised {nb:g} of full's FLOPs{at}: compared there, against its controls at that budget")
     # 3. everything else, pair by pair
     jobs = [j for j in plan_jobs(methods, budgets, seeds_l, baselines, epochs_l, folds, skip, natural) if j.role != 'full']
     base_key = run_key(build_config(config, list(overrides)), code)[:6]
@@ -531,11 +535,12 @@ def plot_compare(rep:dict, fname=None):
     fig = Figure(figsize=(15, 4.6)); axes = fig.subplots(1, 3, gridspec_kw=dict(width_ratios=[1, 1, 0.9]))
     ss = rep['summary']; many = len({s.get('epochs') for s in ss}) > 1
     curves = list(dict.fromkeys((s['method'], s.get('epochs')) for s in ss))
+    adaptive = list(dict.fromkeys(m for m, _ in curves if m not in STYLE))
     for ax, key, lab in ((axes[0], 'flops_ratio', 'counted FLOPs / full'), (axes[1], 'wall_ratio', 'training wall time / full')):
         for i, (m, e) in enumerate(curves):
             pts = sorted((s for s in ss if s['method'] == m and s.get('epochs') == e and s[key] is not None), key=lambda s: s[key])
             if not pts: continue
-            c, mk = STYLE.get(m, (_ADAPTIVE_COLOURS[list(dict.fromkeys(x for x, _ in curves)).index(m) % len(_ADAPTIVE_COLOURS)], 'D'))
+            c, mk = STYLE[m] if m in STYLE else (_ADAPTIVE_COLOURS[adaptive.index(m) % len(_ADAPTIVE_COLOURS)], 'D')
             ax.errorbar([s[key] for s in pts], [s['final_accuracy']['mean'] for s in pts],
                         yerr=[s['final_accuracy']['std'] for s in pts], color=c, marker=mk, capsize=3,
                         ls='--' if pts[0]['role'] == 'baseline' else '-', alpha=1.0 if not many or e == max(x for _, x in curves if x) else 0.55,
