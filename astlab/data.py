@@ -584,7 +584,7 @@ def get_datasets(cfg:Config, # run config (a `{section: {key: value}}` dict is v
     if d.redundancy > 1:
         b.train_ds = ShiftedCopies(b.train_ds, d.redundancy)
         b.notes.append(f"{len(b.train_ds) // d.redundancy} training images x {d.redundancy} "
-                       f"(dataset.redundancy: {d.redundancy - 1} shifted copies each)")
+                       f"(dataset.redundancy: {d.redundancy - 1} shifted cop{'y' if d.redundancy == 2 else 'ies'} each)")
     for split, ds in (('training', b.train_ds), ('validation', b.val_ds)):
         if len(ds) == 0:
             raise DataError(f"The {split} set of {b.name!r} (dataset.type {t!r}) is empty — check the dataset.* "
