@@ -51,6 +51,9 @@ class DatasetConfig:
     val_fraction:float=_f(0.2, gt=0, lt=1) # share held out for validation when there is no val split
     label_noise:float=_f(0.0, ge=0, lt=1) # share of TRAINING labels flipped to another class (fixed seed; validation stays clean)
     on_bad_image:str=_f('skip', choices=('skip', 'error')) # what to do with an unreadable image
+    redundancy:int=_f(1, ge=1) # positive control: the TRAINING set is each image plus redundancy-1 copies shifted by 1 px (edges repeated; 1 = off)
+    folds:Optional[int]=_f(None, ge=2) # k-fold cross-validation over the training set: fold `fold` validates, the others train (null = off)
+    fold:int=_f(0, ge=0) # with `folds`: which fold, 0..folds-1, is the validation set
 
 @dataclass
 class ASTConfig:
@@ -263,6 +266,10 @@ def _relations(c:Config):
            "Set dataset.train_dir to an ImageFolder directory (dataset.type 'folder' needs one)")
     yield (('dataset.type', 'dataset.name'), d.type == 'hf' and not d.name,
            "Set dataset.name to a hub name such as 'frgfm/imagenette' or a local path (dataset.type 'hf' needs one)")
+    yield (('dataset.fold', 'dataset.folds'), d.folds is None and d.fold != 0,
+           "dataset.fold picks one of the dataset.folds cross-validation folds: set dataset.folds (>= 2) too, or drop dataset.fold")
+    yield (('dataset.fold', 'dataset.folds'), d.folds is not None and d.fold >= d.folds,
+           "dataset.fold counts from 0: set it to 0..dataset.folds-1")
 
 def _validate(c:Config, origins:dict):
     "Check every field rule and every relation of `c`; `origins` maps dotted keys to where they were set."

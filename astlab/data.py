@@ -6,7 +6,7 @@
 from __future__ import annotations
 import io, os, random, re, warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 import numpy as np
@@ -23,7 +23,8 @@ from .config import Config, config_from_dict
 __all__ = ['SPLIT_SEED', 'IMAGENET_MEAN', 'IMAGENET_STD', 'DATASET_TYPES', 'DataError', 'seeded_augmentation', 'IndexedDataset',
            'collate_indexed', 'stratified_pick', 'TensorImages', 'DataBundle', 'describe', 'train_transform',
            'val_transform', 'BadImageWarning', 'ImageDataset', 'ImageFiles', 'dataset_label', 'HFImages', 'flip_labels',
-           'dataset_labels', 'NoisyLabels', 'get_datasets', 'mix_seed', 'EpochSampler', 'usable_cpus',
+           'dataset_labels', 'NoisyLabels', 'kfold_assign', 'IndexedSubset', 'split_folds', 'copy_shifts',
+           'shift_image', 'ShiftedCopies', 'get_datasets', 'mix_seed', 'EpochSampler', 'usable_cpus',
            'resolve_num_workers', 'AstDataLoader', 'get_dataloaders']
 
 # %% ../nbs/04_data.ipynb #5
@@ -127,6 +128,8 @@ class DataBundle:
     classes:list # class names, `classes[y]`
     image_size:int # side `S` of the square images `(3, S, S)`
     name:str # short dataset name, for naming runs
+    train_eval_ds:Optional[Dataset]=None # the training set served with the validation transform (`dataset.folds` validates on a fold of it); None: `train_ds`, which has no augmentation
+    notes:list=field(default_factory=list) # how the sets were derived (`dataset.folds`, `dataset.redundancy`), for `describe`
 
     @property
     def bad_images(self) -> int:
@@ -139,11 +142,11 @@ class DataBundle:
         return [f for ds in (self.train_ds, self.val_ds) for d in _image_datasets(ds) for f in d.bad_files]
 
 def describe(b:DataBundle) -> str:
-    "One line about a bundle for logs: sizes, classes, image size, skipped files."
+    "One line about a bundle for logs: sizes, classes, image size, skipped files, and how the sets were derived."
     cls = ', '.join(b.classes[:5]) + (', …' if len(b.classes) > 5 else '')
     bad = f", {b.bad_images} unreadable image(s) skipped" if b.bad_images else ''
     return (f"{b.name}: {len(b.train_ds)} train / {len(b.val_ds)} val, {b.num_classes} classes ({cls}), "
-            f"{b.image_size}x{b.image_size} px{bad}")
+            f"{b.image_size}x{b.image_size} px{bad}" + ''.join(f"; {n}" for n in b.notes))
 
 # %% ../nbs/04_data.ipynb #17
 def _check_num_classes(want:Optional[int], have:int, where:str):
@@ -311,7 +314,8 @@ def _folder(cfg:Config) -> DataBundle:
     val = [val[i] for i in _cap([c for _, c in val], _val_cap(d))]
     return DataBundle(IndexedDataset(ImageFiles(train, train_transform(S, d.crop_scale_min), d.on_bad_image)),
                       IndexedDataset(ImageFiles(val, val_transform(S), d.on_bad_image)),
-                      len(classes), classes, S, dataset_label(d.train_dir))
+                      len(classes), classes, S, dataset_label(d.train_dir),
+                      train_eval_ds=IndexedDataset(ImageFiles(train, val_transform(S), d.on_bad_image)) if d.folds else None)
 
 # %% ../nbs/04_data.ipynb #34
 class HFImages(ImageDataset):
@@ -442,7 +446,8 @@ def _hf(cfg:Config) -> DataBundle:
     if len(va) < len(yv): val, yv = val.select(va), yv[va]
     name = dataset_label(d.name) + (f"-{d.config}" if d.config else '')
     mk = lambda ds, labels, tf: IndexedDataset(HFImages(ds, d.image_column, labels, tf, d.on_bad_image, name))
-    return DataBundle(mk(train, y, train_transform(S, d.crop_scale_min)), mk(val, yv, val_transform(S)), len(classes), classes, S, name)
+    return DataBundle(mk(train, y, train_transform(S, d.crop_scale_min)), mk(val, yv, val_transform(S)), len(classes), classes, S, name,
+                      train_eval_ds=mk(train, y, val_transform(S)) if d.folds else None)
 
 # %% ../nbs/04_data.ipynb #40
 def flip_labels(labels,               # clean class of each training sample
@@ -461,10 +466,10 @@ def flip_labels(labels,               # clean class of each training sample
     return noisy, flipped
 
 def dataset_labels(ds) -> np.ndarray:
-    "Class of every item of `ds` (an `IndexedDataset`), read from the labels the dataset keeps (no image loading)."
-    inner = getattr(ds, 'ds', ds)
-    for k in ('y', 'labels', 'targets'):
-        if hasattr(inner, k): return np.asarray(getattr(inner, k), dtype=np.int64)
+    "Class of every item of `ds` (an `IndexedDataset` or a wrapper of one), read from the labels kept (no image loading)."
+    for obj in (ds, getattr(ds, 'ds', None)):   # a wrapper's own labels (noisy, subset, copies) first, then the source's
+        for k in ('y', 'labels', 'targets'):
+            if obj is not None and hasattr(obj, k): return np.asarray(getattr(obj, k), dtype=np.int64)
     return np.array([ds[i][1] for i in range(len(ds))], dtype=np.int64)   # fallback: read every item
 
 class NoisyLabels(Dataset):
@@ -480,6 +485,82 @@ class NoisyLabels(Dataset):
         return item[0], int(self.labels[item[2]]), item[2]   # item[2]: the index (keys may be `(index, seed)`)
     def __repr__(self): return f"NoisyLabels({self.ds!r}, flipped={int(self.flipped.sum())})"
 
+# %% ../nbs/04_data.ipynb #08ef5380
+def kfold_assign(labels, # class of each sample
+                 k:int, # number of folds, 2 <= k <= len(labels)
+                 seed:int=SPLIT_SEED, # same labels, k and seed => same folds
+                ) -> np.ndarray: # fold of each sample, 0..k-1
+    "Stratified folds: each class shuffled (seeded), then all samples dealt round-robin to the folds, class after class."
+    labels = np.asarray(labels); n = len(labels)
+    if not 2 <= k <= n: raise ValueError(f"kfold_assign: k={k} is outside 2..{n}")
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)])
+    fold = np.empty(n, dtype=np.int64); fold[order] = np.arange(n) % k
+    return fold
+
+class IndexedSubset(Dataset):
+    "Items `indices[j]` of an indexed dataset `ds`, served as `(x, y, j)`: a subset with its own dense indices."
+    def __init__(self, ds:Dataset, indices):
+        self.ds, self.indices = ds, np.asarray(indices, dtype=np.int64)
+        self.labels = dataset_labels(ds)[self.indices]
+    def __len__(self): return len(self.indices)
+    def __getitem__(self, key):
+        "`key` is an index, or `(index, seed)` from an `EpochSampler` (passed on, so augmentation stays seeded)."
+        j, seed = key if isinstance(key, (tuple, list)) else (key, None)
+        i = int(self.indices[j])
+        item = self.ds[i if seed is None else (i, seed)]
+        return None if item is None else (item[0], item[1], int(j))
+    def __repr__(self): return f"IndexedSubset({self.ds!r}, n={len(self)})"
+
+def split_folds(train_ds:Dataset, # the training set (items `(x, y, idx)`, training transform)
+                eval_ds:Dataset, # the same items with the validation transform
+                k:int, # number of folds
+                i:int, # the validation fold, 0..k-1
+               ) -> tuple: # (the other folds of `train_ds`, fold i of `eval_ds`)
+    "Cross-validation fold `i` of `k` (stratified, fixed seed): train on the rest of `train_ds`, validate on `eval_ds`'s fold."
+    fold = kfold_assign(dataset_labels(train_ds), k)
+    return IndexedSubset(train_ds, np.flatnonzero(fold != i)), IndexedSubset(eval_ds, np.flatnonzero(fold == i))
+
+
+# %% ../nbs/04_data.ipynb #57c634d9
+def copy_shifts(k:int, # number of copies, the image itself included
+               ) -> list: # `(dy, dx)` of each copy, pixels down and right
+    "`(0, 0)`, then the 8 shifts of 1 px (axis-aligned first), then the 16 of 2 px, ...: the first `k`."
+    out, r = [(0, 0)], 1
+    while len(out) < k:
+        ring = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if max(abs(dy), abs(dx)) == r]
+        out += sorted(ring, key=lambda s: (abs(s[0]) + abs(s[1]), s)); r += 1
+    return out[:k]
+
+def shift_image(x:Tensor, # image `(..., H, W)`
+                dy:int, # pixels down (negative: up)
+                dx:int, # pixels right (negative: left)
+               ) -> Tensor: # same shape
+    "`x` moved by `(dy, dx)`, its edge rows and columns repeated into the gap."
+    H, W = x.shape[-2:]
+    rows, cols = (torch.arange(H) - dy).clamp(0, H - 1), (torch.arange(W) - dx).clamp(0, W - 1)
+    return x[..., rows, :][..., cols]
+
+class ShiftedCopies(Dataset):
+    "An indexed dataset `ds` of N items and `k - 1` shifted copies: item `c·N + i` is `(item i moved by shifts[c], y_i, c·N + i)`."
+    def __init__(self, ds:Dataset, k:int):
+        self.ds, self.k, self.n, self.shifts = ds, k, len(ds), copy_shifts(k)
+        self.labels = np.tile(dataset_labels(ds), k)
+        if getattr(ds, 'flipped', None) is not None:      # dataset.label_noise: a copy inherits its image's flip
+            self.flipped, self.clean = np.tile(ds.flipped, k), np.tile(ds.clean, k)
+    def __len__(self): return self.k * self.n
+    def source(self, idx): return idx % self.n
+    def __getitem__(self, key):
+        "`key` is an index, or `(index, seed)` from an `EpochSampler` (passed on, so augmentation stays seeded)."
+        idx, seed = key if isinstance(key, (tuple, list)) else (key, None)
+        if not 0 <= idx < len(self): raise IndexError(f"ShiftedCopies: index {idx} is outside 0..{len(self) - 1}")
+        c, i = divmod(int(idx), self.n)
+        item = self.ds[i if seed is None else (i, seed)]
+        if item is None: return None
+        return (shift_image(item[0], *self.shifts[c]) if c else item[0]), item[1], int(idx)
+    def __repr__(self): return f"ShiftedCopies({self.ds!r}, k={self.k})"
+
+
 # %% ../nbs/04_data.ipynb #43
 DATASET_TYPES = {'digits': _digits, 'synthetic': _synthetic, 'folder': _folder, 'hf': _hf} # dataset.type -> builder
 
@@ -490,8 +571,20 @@ def get_datasets(cfg:Config, # run config (a `{section: {key: value}}` dict is v
     t = cfg.dataset.type
     if t not in DATASET_TYPES:
         raise DataError(f"dataset.type: unknown type {t!r} — choose one of: {', '.join(DATASET_TYPES)}.")
-    b = DATASET_TYPES[t](cfg)
-    if cfg.dataset.label_noise: b.train_ds = NoisyLabels(b.train_ds, cfg.dataset.label_noise, b.num_classes)
+    b, d = DATASET_TYPES[t](cfg), cfg.dataset
+    if d.folds:
+        n = len(b.train_ds)
+        if n < d.folds:
+            raise DataError(f"dataset.folds={d.folds} needs at least {d.folds} training images but {b.name!r} has {n} — "
+                            "lower dataset.folds (or check the dataset.* settings: paths, splits, num_samples).")
+        b.train_ds, b.val_ds = split_folds(b.train_ds, b.train_eval_ds or b.train_ds, d.folds, d.fold)
+        b.notes.append(f"validation is fold {d.fold} of {d.folds} of the training set (dataset.folds: "
+                       "the dataset's own validation split is not used)")
+    if d.label_noise: b.train_ds = NoisyLabels(b.train_ds, d.label_noise, b.num_classes)
+    if d.redundancy > 1:
+        b.train_ds = ShiftedCopies(b.train_ds, d.redundancy)
+        b.notes.append(f"{len(b.train_ds) // d.redundancy} training images x {d.redundancy} "
+                       f"(dataset.redundancy: {d.redundancy - 1} shifted cop{'y' if d.redundancy == 2 else 'ies'} each)")
     for split, ds in (('training', b.train_ds), ('validation', b.val_ds)):
         if len(ds) == 0:
             raise DataError(f"The {split} set of {b.name!r} (dataset.type {t!r}) is empty — check the dataset.* "

@@ -136,6 +136,10 @@ ERROR_CASES = {
     "workers_word": (["--set", "training.num_workers=many"], ["training.num_workers", "'many'", "auto"]),
     "missing_train_dir": (["--set", "dataset.type=folder", "dataset.train_dir={cwd}/no/such/dir"],
                           ["dataset.train_dir", "{cwd}/no/such/dir", "does not exist"]),
+    "redundancy_zero": (["--set", "dataset.redundancy=0"], ["dataset.redundancy", ">= 1"]),
+    "one_fold": (["--set", "dataset.folds=1"], ["dataset.folds", ">= 2"]),
+    "fold_without_folds": (["--set", "dataset.fold=2"], ["dataset.fold=2", "dataset.folds", "set dataset.folds (>= 2) too"]),
+    "fold_out_of_range": (["--set", "dataset.folds=5", "dataset.fold=5"], ["dataset.fold=5", "0..dataset.folds-1"]),
 }
 
 

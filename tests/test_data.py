@@ -336,3 +336,142 @@ def test_hf_missing_path_and_offline_hub(hf, tmp_path, monkeypatch):
         get_datasets(cfg_of(type="hf", name="someone/not-a-dataset", config="160px"))
     msg = str(e.value)
     assert "dataset.name" in msg and "someone/not-a-dataset" in msg and "hf_SECRETsecretSECRET" not in msg
+
+
+# ---------------------------------------------------------------- dataset.redundancy and dataset.folds
+
+def test_redundancy_copies_are_shifted_share_labels_and_inherit_noise():
+    from astlab.data import copy_shifts, shift_image
+    K = 3
+    src = get_datasets(cfg_of(type="digits", image_size=8, num_samples=200, label_noise=0.2))
+    b = get_datasets(cfg_of(type="digits", image_size=8, num_samples=200, label_noise=0.2, redundancy=K))
+    N = len(src.train_ds)
+    assert (len(b.train_ds), len(b.val_ds)) == (K * N, len(src.val_ds))              # validation unchanged
+    items = [b.train_ds[j] for j in range(K * N)]
+    assert [i for _, _, i in items] == list(range(K * N))                            # unique, dense: c*N + i
+    for c in range(K):
+        for i in (0, 7, N - 1):
+            x, y, _ = items[c * N + i]
+            x0, y0, _ = src.train_ds[i]
+            assert y == y0                                                           # the (noisy) label of its image
+            assert torch.equal(x, shift_image(x0, *copy_shifts(K)[c]))               # the image, moved by its shift
+            assert c == 0 or not torch.equal(x, x0)
+    assert b.train_ds.flipped.sum() == K * src.train_ds.flipped.sum()                 # flips drawn on the N images
+    assert np.array_equal(b.train_ds.flipped, np.tile(src.train_ds.flipped, K))
+    x, y, idx = epoch(get_dataloaders(cfg_of(type="digits", image_size=8, num_samples=200, redundancy=K,
+                                             training={"batch_size": 1000}))[0])     # through the sampler's keys
+    assert sorted(idx.tolist()) == list(range(K * N))
+
+
+def test_redundancy_on_photos_shifts_after_the_transform(tmp_path):
+    root = write_folder(tmp_path / "pets", n=5)
+    b = get_datasets(cfg_of(type="folder", train_dir=str(root), image_size=16, val_fraction=0.2, redundancy=2))
+    N = len(b.train_ds) // 2
+    assert N == 12 and len(b.val_ds) == 3
+    assert b.train_ds[N + 4][1:] == (b.train_ds[4][1], N + 4)
+    x0, x1 = b.train_ds[(4, 11)][0], b.train_ds[(N + 4, 11)][0]                    # same augmentation seed: same crop
+    assert torch.equal(x1[:, :-1], x0[:, 1:]) and torch.equal(x1[:, -1], x0[:, -1])  # copy 1: up 1 px, last row repeated
+    assert not torch.equal(x1, x0)
+
+
+def folds_cfg(**kw):
+    return cfg_of(type="digits", image_size=8, **kw)
+
+
+def test_folds_partition_the_training_set_stratified_and_seed_independent():
+    pool = get_datasets(folds_cfg()).train_ds
+    y = np.array([int(v) for v in pool.ds.y])
+    K, seen = 5, []
+    for i in range(K):
+        b = get_datasets(folds_cfg(folds=K, fold=i))
+        tr, va = b.train_ds.indices, b.val_ds.indices
+        assert np.intersect1d(tr, va).size == 0 and len(tr) + len(va) == len(pool)   # disjoint, union = the pool
+        assert len(b.train_ds) == len(tr) and len(b.val_ds) == len(va)
+        assert abs(len(va) - len(pool) / K) < 1                                        # equal sizes, and each
+        assert (abs(np.bincount(y[va], minlength=10) - np.bincount(y, minlength=10) / K) < 1).all()   # class's share
+        assert [b.val_ds[j][2] for j in range(3)] == [0, 1, 2] and b.train_ds[5][2] == 5   # dense indices
+        assert b.val_ds[3][1] == y[va[3]] and torch.equal(b.val_ds[3][0], pool[int(va[3])][0])
+        seen += va.tolist()
+        other = get_datasets(folds_cfg(folds=K, fold=i, training={"seed": 7}))         # another run seed, same fold
+        assert np.array_equal(other.val_ds.indices, va)
+    assert sorted(seen) == list(range(len(pool)))                                     # every image validated once
+
+
+def test_folds_with_noise_and_copies_never_train_a_validation_image():
+    b = get_datasets(folds_cfg(folds=4, fold=3, label_noise=0.3, redundancy=3))
+    sub = b.train_ds.ds.ds                                                            # copies -> noise -> training folds
+    va = b.val_ds.indices
+    trained_images = sub.indices[[b.train_ds.source(j) for j in range(len(b.train_ds))]]
+    assert np.intersect1d(trained_images, va).size == 0
+    assert len(b.train_ds) == 3 * len(sub)
+    pool = get_datasets(folds_cfg()).train_ds
+    assert [b.val_ds[j][1] for j in range(len(b.val_ds))] == [pool[int(i)][1] for i in va]   # clean validation labels
+    assert b.train_ds.flipped.sum() == 3 * round(0.3 * len(sub))
+
+
+def test_folds_validate_with_the_validation_transform(tmp_path):
+    from astlab.data import _rgb, val_transform
+    root = write_folder(tmp_path / "pets", n=6)
+    b = get_datasets(cfg_of(type="folder", train_dir=str(root), image_size=16, val_fraction=0.17, folds=3, fold=2,
+                            redundancy=2))
+    files = b.train_eval_ds.ds.paths
+    assert len(b.val_ds) == 5 and len(b.train_ds) == 2 * 10                         # 15 images of 18 (3 held out)
+    for j in range(len(b.val_ds)):
+        x, y, i = b.val_ds[(j, 123)]                                                 # an augmentation seed changes nothing
+        assert i == j and torch.equal(x, val_transform(16)(_rgb(files[b.val_ds.indices[j]])))
+    assert b.val_ds.ds is b.train_eval_ds                                            # not the augmenting training set
+    val_files = {files[i] for i in b.val_ds.indices}
+    pool_files = b.train_ds.ds.ds.ds.paths                                           # copies -> folds -> pool -> files
+    assert b.train_ds.ds.ds.ds.transform is not b.train_eval_ds.ds.transform
+    trained_files = {pool_files[b.train_ds.ds.indices[b.train_ds.source(j)]] for j in range(len(b.train_ds))}
+    assert not val_files & trained_files and len(val_files | trained_files) == 15
+    assert "validation is fold 2 of 3 of the training set" in describe(b) and "10 training images x 2" in describe(b)
+
+
+@pytest.mark.parametrize("kind", ["synthetic", "hf"])
+def test_folds_and_redundancy_on_other_sources(kind, request, tmp_path):
+    if kind == "hf":
+        hf = request.getfixturevalue("hf")
+        _hf_ds(hf, 30).save_to_disk(str(tmp_path / "bugs"))
+        src = dict(type="hf", name=str(tmp_path / "bugs"), image_size=8)
+    else: src = dict(type="synthetic", num_samples=30, num_classes=3, image_size=8)
+    b = get_datasets(cfg_of(**src, folds=3, fold=1, redundancy=2))
+    assert (len(b.train_ds), len(b.val_ds)) == ((2 * 16, 8) if kind == "hf" else (2 * 20, 10))
+    for ds in (b.train_ds, b.val_ds):
+        assert [ds[j][2] for j in range(len(ds))] == list(range(len(ds)))
+    if kind == "hf": assert torch.equal(b.val_ds[0][0], b.val_ds[0][0])              # validation transform: no randomness
+
+
+def test_fold_errors_name_the_key():
+    with pytest.raises(DataError, match=r"dataset.folds=5 needs at least 5 training images"):
+        get_datasets(folds_cfg(num_samples=4, folds=5))
+    from astlab.config import ConfigError
+    with pytest.raises(ConfigError, match=r"dataset.fold=1 .*dataset.folds=None"):
+        folds_cfg(fold=1)
+    with pytest.raises(ConfigError, match=r"dataset.fold=5 .*0..dataset.folds-1"):
+        folds_cfg(folds=5, fold=5)
+
+
+@pytest.mark.parametrize("extra", [["dataset.redundancy=2", "dataset.label_noise=0.2"], ["dataset.folds=5", "dataset.fold=1"]])
+def test_one_epoch_train_with_folds_or_redundancy(tmp_path, extra):
+    from astlab.config import load_config
+    from astlab.train import train
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = load_config(None, ["model.name=resnet_tiny", "dataset.image_size=8", "dataset.num_samples=300",
+                                 "training.epochs=1", "training.batch_size=64", "training.device=cpu",
+                                 "training.progress=false", "ast.method=random", "ast.target_activation=0.5",
+                                 f"logging.output_dir={tmp_path}", *extra], env_file=None)
+        res = train(cfg, progress=False, log=lambda *a: None)
+    finally: torch.set_num_threads(threads)
+    assert res["complete"]
+    d = res["config"]["dataset"]
+    if d["redundancy"] == 2:
+        assert res["totals"]["samples_seen"] == 9 * 64                                # 600 items: 9 full batches
+        assert "300 training images x 2" in res["data"]
+        assert res["label_noise"]["flipped"] == 2 * 60                                 # 60 images flipped, twice
+    else:
+        assert (d["folds"], d["fold"]) == (5, 1)
+        assert "240 train / 60 val" in res["data"] and "fold 1 of 5" in res["data"]
+        assert res["totals"]["samples_seen"] == 3 * 64
