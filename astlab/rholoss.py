@@ -77,10 +77,17 @@ def aux_model(name:str, num_classes:int, image_size:int) -> nn.Module:
     return AuxMLP(num_classes, image_size) if name == 'mlp' else create_model(name, num_classes, image_size=image_size)
 
 # %% ../nbs/07g_rholoss.ipynb #f35355e9
-def halves(n:int, seed:int=0) -> tuple:
-    "Two disjoint index tensors that together cover range(n), from a seeded permutation."
-    p = torch.randperm(n, generator=torch.Generator().manual_seed(mix_seed(seed, 0x7240)))
-    return p[:n // 2].sort().values, p[n // 2:].sort().values
+def halves(n:int, seed:int=0,
+           groups=None, # (n,) group of each index (a shifted copy's source image): a group never straddles the halves
+          ) -> tuple:
+    "Two disjoint index tensors that together cover range(n), from a seeded permutation (of the groups, when given)."
+    g = torch.Generator().manual_seed(mix_seed(seed, 0x7240))
+    if groups is None:
+        p = torch.randperm(n, generator=g)
+        return p[:n // 2].sort().values, p[n // 2:].sort().values
+    groups = torch.as_tensor(groups); u = groups.unique()
+    first = torch.isin(groups, u[torch.randperm(len(u), generator=g)][:len(u) // 2])
+    return first.nonzero().squeeze(1), (~first).nonzero().squeeze(1)
 
 def _loader(ds, idx, batch_size, shuffle=False, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -136,7 +143,7 @@ def irreducible_losses(ds,                      # training items (x, y, idx), th
     dev = torch.device(device)
     with torch.random.fork_rng(devices=[dev] if dev.type == 'cuda' else []):
         torch.manual_seed(mix_seed(seed, 0x1211))
-        parts = halves(n, seed)
+        parts = halves(n, seed, ds.source(torch.arange(n)) if hasattr(ds, 'source') else None)   # copies stay together
         il = torch.full((n,), float('nan'))
         trained = scored = correct = 0
         fl = None

@@ -75,4 +75,4 @@ def test_compare_accepts_rholoss_and_charges_the_aux_cost():
     assert cost('rholoss', *big)(0.3) == pytest.approx(cost('topk')(0.3) + share)
     assert cost('rholoss')(0.3) > cost('topk')(0.3)                         # the default mlp costs a little
     check_inputs(conf, ['0.5'], ['rholoss'])                                # reachable with the small aux model
-    with pytest.raises(ConfigError, match='out of reach.*irreducible-loss'): check_inputs(conf, ['0.5'], ['rholoss'], big)
+    with pytest.raises(ConfigError, match='cannot reach any budget.*irreducible-loss'): check_inputs(conf, ['0.5'], ['rholoss'], big)
