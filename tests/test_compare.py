@@ -97,3 +97,17 @@ def test_tiny_comparison_schema_and_resume(tmp_path):
     from astlab.analysis import write_report
     page = write_report(out).read_text()
     assert "Equal-compute comparison" in page
+
+
+def test_folds_pair_seed_and_fold_and_evaluate_every_image_once(tmp_path):
+    "--folds 2: every job runs once per (seed, fold); the verdict pairs them; the two folds validate disjoint halves."
+    from astlab.compare import compare
+    out = tmp_path/"folds"
+    rep = compare(None, [0.5], ["topk"], seeds=1, out=out, overrides=TINY, baselines=("random",), folds=2, log=lambda s: None)
+    rows = rep["rows"]
+    assert sorted((r["method"], r["fold"]) for r in rows) == [(m, f) for m in ("full", "random", "topk") for f in (0, 1)]
+    assert all(v["n_pairs"] == 2 for v in rep["verdicts"]) and rep["folds"] == 2 and "--folds 2" in rep["command"]
+    names = {r["run_name"] for r in rows}
+    assert len(names) == 6 and all(("_f0_" in n) != ("_f1_" in n) for n in names)
+    datas = [json.loads(Path(r["results_path"]).read_text())["data"] for r in rows if r["method"] == "full"]
+    assert all("fold" in d for d in datas) and datas[0] != datas[1]
