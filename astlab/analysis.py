@@ -36,7 +36,7 @@ def results_table(results:list) -> pd.DataFrame:
         rates = [e['activation_rate'] for e in h]
         tot = r.get('totals', {})
         m, tgt = r.get('method', '?'), r.get('target_activation')
-        rows.append(dict(run=r.get('run_name', Path(r['results_path']).stem), method=m,
+        rows.append(dict(run=r.get('run_name') or Path(r.get('results_path', '?')).stem, method=m,
                          target=None if m == 'full' else tgt,
                          best_acc=r['best_accuracy'], final_acc=h[-1]['val_acc'] if h else None,
                          epochs=r['epochs_completed'], activation=np.mean(rates) if rates else None,

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['ConfigError', 'ModelConfig', 'DatasetConfig', 'ASTConfig', 'TrainingConfig', 'LoggingConfig', 'MetricsConfig',
-           'Config', 'config_from_dict', 'split_overrides', 'load_config', 'save_config', 'redact']
+           'Config', 'config_from_dict', 'split_overrides', 'load_config', 'save_config', 'is_secret', 'redact']
 
 # %% ../nbs/00_config.ipynb #2
 import copy, difflib, json, os, re, tempfile, types
@@ -420,14 +420,16 @@ def save_config(cfg:Config, # the config to write (a plain dict is validated fir
 # %% ../nbs/00_config.ipynb #46
 _SECRET_WORDS = ('TOKEN', 'KEY', 'SECRET', 'PASSWORD')
 
-def _is_secret(name) -> bool: return isinstance(name, str) and any(w in name.upper() for w in _SECRET_WORDS)
+def is_secret(name) -> bool:
+    "Whether a key or variable name looks like it holds a secret (TOKEN, KEY, SECRET, PASSWORD in it)."
+    return isinstance(name, str) and any(w in name.upper() for w in _SECRET_WORDS)
 
 def redact(obj, # a nested dict/list (or a `Config`)
           ):
     "Deep copy of `obj` with secret-looking keys and the values of secret environment variables replaced by '***'."
-    secrets = sorted({v for k, v in os.environ.items() if _is_secret(k) and v and len(v) >= 4}, key=len, reverse=True)
+    secrets = sorted({v for k, v in os.environ.items() if is_secret(k) and v and len(v) >= 4}, key=len, reverse=True)
     def _r(o):
-        if isinstance(o, dict): return {k: (v if v is None else '***') if _is_secret(k) else _r(v) for k, v in o.items()}
+        if isinstance(o, dict): return {k: (v if v is None else '***') if is_secret(k) else _r(v) for k, v in o.items()}
         if isinstance(o, (list, tuple)): return type(o)(_r(v) for v in o)
         if isinstance(o, str):
             for s in secrets: o = '***' if o == s else o.replace(s, '***')

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastcore.script import call_parse
 from .config import Config, ConfigError, load_config, split_overrides
 from .data import DataError
-from .train import train, run_name, atomic_write_text
+from .train import train, run_name, atomic_write_text, LAST_RUN
 from .feedback import fmt_duration
 from .checkpoint import CheckpointError
 from .meters import history_rows
@@ -62,8 +62,11 @@ def _guard(fn, debug=False):
     except FloatingPointError as e:                 # training diverged (NonFiniteCB): say so, no traceback
         if debug: raise
         print(f"error: {e}", file=sys.stderr); return 3
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr); return 130
+    except KeyboardInterrupt:                       # a second Ctrl-C: the run ends at once, its last checkpoint stays
+        ck = LAST_RUN.get('checkpoint')
+        print("interrupted" + (f"; resume from its last checkpoint with: {LAST_RUN['hint']}" if ck and Path(ck).exists()
+                               else " before the first checkpoint: run the same command again to start over"),
+              file=sys.stderr); return 130
 
 # %% ../nbs/09_experiment.ipynb #8
 @call_parse

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np, torch
 import astlab
-from .config import Config, ConfigError, load_config, redact
+from .config import Config, ConfigError, load_config, redact, is_secret
 from .selection import make_selector
 from .significance import get_scorer
 from .data import get_dataloaders, describe, dataset_label, EpochSampler, mix_seed
@@ -29,8 +29,8 @@ from .rholoss import RhoLossSelector, setup_rholoss, rholoss_summary
 from .distributed import init_distributed, world_size, rank, is_main, all_reduce_sum, shard_indices
 
 # %% auto #0
-__all__ = ['EMBEDDINGS', 'COUNTED', 'resolve_device', 'resolve_amp', 'seed_everything', 'scaled_lr', 'make_optimizer', 'run_name',
-           'HistoryCB', 'atomic_write_text', 'versions', 'device_info', 'shard_loaders', 'DistSamplerCB',
+__all__ = ['EMBEDDINGS', 'LAST_RUN', 'COUNTED', 'resolve_device', 'resolve_amp', 'seed_everything', 'scaled_lr', 'make_optimizer',
+           'run_name', 'HistoryCB', 'atomic_write_text', 'versions', 'device_info', 'shard_loaders', 'DistSamplerCB',
            'checkpoint_dir', 'finished_results', 'resume_command', 'find_resume', 'check_resumable', 'train',
            'write_results']
 
@@ -216,8 +216,15 @@ def finished_results(cfg:Config, ck:dict) -> dict|None:
     if (res.get('config') or {}).get('training', {}).get('epochs', 0) < cfg.training.epochs: return None   # extend it
     return res | dict(results_path=str(p))
 
+def _redact_arg(a:str) -> str:
+    "A command-line word as the config redacts: `KEY=***` for a secret-looking key, secret environment values masked."
+    k, eq, _ = a.partition('=')
+    return f"{k}=***" if eq and is_secret(k.rsplit('.', 1)[-1].lstrip('-')) else redact(a)
+
+LAST_RUN = {}   # the run train() is in: its checkpoint and resume command (for a second Ctrl-C, which ends it at once)
+
 def resume_command(ckpt, argv=None) -> str:
-    "The command that resumes this run: the console script's own command line with `--resume auto`, else `train(...)`."
+    "The command that resumes this run, redacted: the console script's own command line with `--resume auto`, else `train(...)`."
     import shlex
     argv = list(sys.argv if argv is None else argv)
     prog = Path(argv[0]).name if argv else ''
@@ -228,7 +235,7 @@ def resume_command(ckpt, argv=None) -> str:
         if a in ('--resume', '--force'): skip = a == '--resume'; continue
         if a.startswith('--resume='): continue
         args.append(a)
-    return shlex.join([prog, *args, *(['--resume', 'auto'] if prog == 'astlab-run' else [])])
+    return shlex.join([prog, *map(_redact_arg, args), *(['--resume', 'auto'] if prog == 'astlab-run' else [])])
 
 def find_resume(resume, ck_dir:Path):
     "The checkpoint to resume from: None, `ck_dir/last.pt` for 'auto' (if it exists), or the given path."
@@ -265,6 +272,7 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
     world = world_size()
     if not is_main(): log = lambda *_: None
     name, ck_dir = run_name(cfg), checkpoint_dir(cfg)
+    LAST_RUN.update(checkpoint=ck_dir/'last.pt', hint=resume_command(ck_dir/'last.pt'))
     ckpt = find_resume(resume, ck_dir)
     ck = load_checkpoint(ckpt) if ckpt else None
     if ck is not None:
