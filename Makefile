@@ -21,7 +21,7 @@ demo: install
 	$(VENV)/bin/astlab-sweep configs/digits_ast.yaml configs/digits_full.yaml configs/digits_random.yaml \
 	    --output-log results/digits/sweep_log.jsonl --no-progress
 	$(VENV)/bin/astlab-analyze --results-dir results/digits --plot
-	$(VENV)/bin/astlab-compare --config configs/digits_compare.yaml --budgets 0.5 --methods ast is --seeds 2 \
+	$(VENV)/bin/astlab-compare --config configs/digits_compare.yaml --budgets 0.5 --methods ast is null --seeds 2 \
 	    --set training.epochs=5 --out results/demo_compare
 
 ## Everything CI checks
