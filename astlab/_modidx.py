@@ -124,6 +124,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'astlab.compare.method_overrides': ('compare.html#method_overrides', 'astlab/compare.py'),
                                 'astlab.compare.plan_jobs': ('compare.html#plan_jobs', 'astlab/compare.py'),
                                 'astlab.compare.plot_compare': ('compare.html#plot_compare', 'astlab/compare.py'),
+                                'astlab.compare.png_uri': ('compare.html#png_uri', 'astlab/compare.py'),
                                 'astlab.compare.rate_for_budget': ('compare.html#rate_for_budget', 'astlab/compare.py'),
                                 'astlab.compare.reach': ('compare.html#reach', 'astlab/compare.py'),
                                 'astlab.compare.recalibrate': ('compare.html#recalibrate', 'astlab/compare.py'),

@@ -19,7 +19,7 @@ __all__ = ['BASELINES', 'ALIASES', 'NATURAL', 'RATE_KNOBS', 'NO_SCORE_PASS', 'ST
            'available_methods', 'role', 'method_overrides', 'cost_model', 'rate_for_budget', 'recalibrate', 'mean_ci',
            'welch', 'Job', 'plan_jobs', 'job_name', 'reproduce_command', 'code_version', 'run_key', 'reuse_mismatch',
            'final_accuracy', 'train_wall', 'make_row', 'summarize', 'reach', 'check_inputs', 'Stopped', 'compare',
-           'regime_map', 'compare_markdown', 'plot_compare', 'write_outputs', 'compare_html', 'compare_cli']
+           'regime_map', 'compare_markdown', 'plot_compare', 'write_outputs', 'compare_html', 'png_uri', 'compare_cli']
 
 # %% ../nbs/14_compare.ipynb #6
 BASELINES = ('random', 'rs2', 'full_budget')          # the controls every adaptive method is judged against
@@ -579,7 +579,6 @@ def compare_html(results_dir) -> str:
     p = Path(results_dir)/'compare.json'
     if not p.exists(): return ''
     rep = json.loads(p.read_text()); e = lambda s: html.escape(str(s))
-    from astlab.analysis import _data_uri
     rows = ''.join(f"<tr><td>{_ep(s.get('epochs'))}</td><td>{e(s['method'])}</td><td>{e(s['role'])}</td><td>{s['budget']:g}</td>"
                    f"<td>{_pct(s['final_accuracy']['mean'])} ± {_pct(s['final_accuracy']['std'])}</td>"
                    f"<td>{'—' if s['flops_ratio'] is None else format(s['flops_ratio'], '.3f')}</td>"
@@ -594,7 +593,13 @@ def compare_html(results_dir) -> str:
             f"<th>budget</th><th>final accuracy</th><th>FLOPs</th><th>wall</th></tr></thead><tbody>{rows}</tbody></table>\n"
             f"<h3>Verdicts (paired, Holm-corrected)</h3>\n<table><thead><tr><th>epochs</th><th>budget</th><th>method</th>"
             f"<th>control</th><th>difference (points)</th><th>p (Holm)</th><th>verdict</th></tr></thead><tbody>{vs}</tbody></table>\n"
-            f"<img alt=\"accuracy vs counted FLOPs and wall time\" src=\"{_data_uri(plot_compare(rep), dpi=100)}\">\n")
+            f"<img alt=\"accuracy vs counted FLOPs and wall time\" src=\"{png_uri(plot_compare(rep))}\">\n")
+
+def png_uri(fig, dpi=100) -> str:
+    "A matplotlib figure as a `data:image/png;base64,...` URI (the HTML report embeds its charts)."
+    import base64, io
+    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=dpi)
+    return 'data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode('ascii')
 
 # %% ../nbs/14_compare.ipynb #35
 @call_parse
