@@ -174,6 +174,8 @@ def regime(rows:list, key:str='final_accuracy', at:float=0.7, gap:float=0.003) -
         out.append(dict(epochs=e, sample_limited=lim, diff=gapd, line=(
             f"{e} epochs: sample-limited — full data for {at:g}x the steps is {100*-gapd:.2f} points under full, so cutting "
             f"compute costs accuracy here and selection cannot pay" if lim else
+            f"{e} epochs: not sample-limited — full data for {at:g}x the steps is {100*gapd:.2f} points above full: the "
+            f"long schedule over-fits, so fewer steps help by themselves (any saving must beat that control)" if gapd > gap else
             f"{e} epochs: not sample-limited — full data for {at:g}x the steps is within {100*gap:.1f} points of full "
             f"({100*gapd:+.2f}): compute can be cut, selection may pay")))
     return out
