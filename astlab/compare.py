@@ -532,7 +532,9 @@ VERDICT_COLOURS = {'wins': '#2ca02c', 'loses': '#d62728', 'lossless': '#1f77b4',
 def plot_compare(rep:dict, fname=None):
     "Accuracy (mean ± std) against counted FLOPs and training wall time relative to full, and the budget × schedule map."
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(15, 4.6)); axes = fig.subplots(1, 3, gridspec_kw=dict(width_ratios=[1, 1, 0.9]))
+    cells = regime_map(rep)
+    lines = len({b for b, _ in cells}) * max((len(v) for v in cells.values()), default=1)   # map rows x methods per cell
+    fig = Figure(figsize=(15, max(4.6, 1.6 + 0.16 * lines))); axes = fig.subplots(1, 3, gridspec_kw=dict(width_ratios=[1, 1, 0.9]))
     ss = rep['summary']; many = len({s.get('epochs') for s in ss}) > 1
     curves = list(dict.fromkeys((s['method'], s.get('epochs')) for s in ss))
     adaptive = list(dict.fromkeys(m for m, _ in curves if m not in STYLE))
@@ -547,7 +549,7 @@ def plot_compare(rep:dict, fname=None):
                         label=f"{m}" + (f" ({e} ep)" if many else ''))
         ax.set_xlabel(lab); ax.grid(alpha=0.3)
     axes[0].set_ylabel('final validation accuracy'); axes[1].legend(fontsize=7, loc='lower right', ncol=2 if many else 1)
-    ax = axes[2]; cells = regime_map(rep)
+    ax = axes[2]
     bs = sorted({b for b, _ in cells}); es = sorted({e for _, e in cells}, key=lambda e: -1 if e is None else e)
     for (b, e), vs in cells.items():
         x, y = es.index(e), bs.index(b)
