@@ -263,9 +263,6 @@ def _relations(c:Config):
     bb = a.backward_batch
     yield (('ast.backward_batch', 'training.batch_size'), isinstance(bb, int) and bb < t.batch_size,
            "Set ast.backward_batch to 'full', 'off' or a number >= training.batch_size (a train pass gathers at least a batch)")
-    yield (('ast.backward_batch', 'ast.scoring', 'ast.method'), bb != 'off' and epoch_level,
-           "ast.backward_batch gathers per-batch selections; epoch-level selection (rs2, infobatch, scoring 'stale') "
-           "already trains full batches: set ast.backward_batch to 'off'")
     yield (('ast.backward_batch', 'ast.bn_stats'), bb != 'off' and a.bn_stats == 'score',
            "ast.bn_stats 'score' normalises a train pass with its own batch's score-pass statistics, which a gathered pass "
            "does not have: set ast.bn_stats to 'subset' or ast.backward_batch to 'off'")

@@ -140,3 +140,12 @@ def test_select_returns_none_while_gathering_and_train_batches_flushes():
     step = SparseStep(model, target=0.25, backward_batch=64)
     got = [len(y) for _, y, _ in step.train_batches(zip(X.split(64), Y.split(64)))]
     assert got[:-1] == [64] * (len(got) - 1) and sum(got) == step.stats()['trained'] and len(step.queue) == 0
+
+
+def test_epoch_level_methods_ignore_it_with_a_warning_so_compare_can_set_it_for_all():
+    "astlab-compare's `--set ast.backward_batch=full` reaches its RS2 / InfoBatch controls too: ignored there, said once."
+    from astlab.preflight import ignored_settings
+    for ov in (['ast.method=rs2'], ['ast.method=infobatch'], ['ast.scoring=stale']):
+        cfg = load_config(overrides=[*ov, 'ast.backward_batch=full'], env_file=None)
+        assert any(s.startswith("ast.backward_batch='full'") for s in ignored_settings(cfg)), ov
+    assert not any('backward_batch' in s for s in ignored_settings(load_config(overrides=['ast.backward_batch=full'], env_file=None)))
