@@ -665,6 +665,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'astlab.sparse.SelectionCB._score_threshold': ( 'sparse.html#selectioncb._score_threshold',
                                                                                'astlab/sparse.py'),
                                'astlab.sparse.SelectionCB.after_batch': ('sparse.html#selectioncb.after_batch', 'astlab/sparse.py'),
+                               'astlab.sparse.SelectionCB.after_cancel_fit': ( 'sparse.html#selectioncb.after_cancel_fit',
+                                                                               'astlab/sparse.py'),
                                'astlab.sparse.SelectionCB.after_pred': ('sparse.html#selectioncb.after_pred', 'astlab/sparse.py'),
                                'astlab.sparse.SelectionCB.after_train': ('sparse.html#selectioncb.after_train', 'astlab/sparse.py'),
                                'astlab.sparse.SelectionCB.batch_values': ('sparse.html#selectioncb.batch_values', 'astlab/sparse.py'),

@@ -82,7 +82,17 @@ class SelectionCB(Callback):
     @property
     def rates(self): return self.step.rates
 
-    def before_fit(self): self.learn.count_passes = self.step.queue is not None   # accumulate over train passes
+    def before_fit(self):
+        self.learn.count_passes = self.step.queue is not None   # accumulate over train passes
+        self._queues = None
+
+    def after_cancel_fit(self):
+        "Stopped mid-epoch under DDP: rank 0 writes the checkpoint, so it first collects every rank's queue (one collective)."
+        q, L = self.step.queue, self.learn
+        if q is None or L.world == 1: return
+        import torch.distributed as dist
+        self._queues = [None] * L.world
+        dist.all_gather_object(self._queues, q.state_dict())
 
     def before_epoch(self):
         L, st = self.learn, self.step
@@ -181,12 +191,14 @@ class SelectionCB(Callback):
         q = self.step.queue   # mid-epoch: the samples selected but not yet trained (empty at an epoch's end: it flushes)
         return dict(selector=self.selector.state_dict(), epoch_counts=counts,
                     generator=self.generator.get_state() if self.generator is not None else None,
-                    queue=q.state_dict() if q is not None else None, queued_global=self.queued_global)
+                    queue=q.state_dict() if q is not None else None, queued_global=self.queued_global,
+                    queues=getattr(self, '_queues', None))   # DDP: every rank's queue, gathered when the fit stopped
     def load_state_dict(self, d):
         self.selector.load_state_dict(d['selector'])
         if self.generator is not None and d.get('generator') is not None: self.generator.set_state(d['generator'])
         if self.learn is not None and self.learn.skip_batches > 0:
             self._restore = d['epoch_counts']
-            q = self.step.queue   # DDP: the checkpoint holds rank 0's queue (rank 0 writes it); other ranks restart theirs empty
-            if q is not None and d.get('queue') and rank() == 0: q.load_state_dict(d['queue'], self.learn.device)
+            q, qs = self.step.queue, d.get('queues')   # DDP: each rank gets its own queue back
+            if q is not None and qs and rank() < len(qs): q.load_state_dict(qs[rank()], self.learn.device)
+            elif q is not None and d.get('queue') and rank() == 0: q.load_state_dict(d['queue'], self.learn.device)
             self.queued_global = d.get('queued_global', 0)

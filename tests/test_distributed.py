@@ -263,3 +263,45 @@ def test_ddp_backward_batches_match_one_process_on_the_global_passes(tmp_path):
     torch.manual_seed(0); m = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
     Learner(m, batches, None, torch.optim.SGD(m.parameters(), lr=0.5)).fit(1)
     for k, v in m.state_dict().items(): torch.testing.assert_close(a['model'][k], v)
+
+
+def _stop_worker(r, port, out):
+    "Stop a 2-rank gathering fit mid-queue: the checkpoint state (written by rank 0) gives every rank its own queue back."
+    import torch.distributed as dist
+    from torch import nn
+    from astlab.learner import Learner, Callback, CancelFitException
+    from astlab.sparse import SelectionCB
+    from astlab.selection import make_selector
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=r, world_size=2)
+    x, y = _gather_data()
+    half = [(x[j, r*16:(r+1)*16], y[j, r*16:(r+1)*16], torch.arange(j*32 + r*16, j*32 + (r+1)*16)) for j in range(len(x))]
+    def sel_cb():
+        s = make_selector('ast', target=0.25, min_active=2); s.defer_update = True
+        return SelectionCB(s, backward_batch=8)
+    class Stop(Callback):
+        order = 70
+        def after_batch(self):
+            if self.learn.iter == 2: raise CancelFitException()
+    class Save(Callback):   # what CheckpointCB does on rank 0, after SelectionCB gathered the queues
+        order = 45
+        def after_cancel_fit(self):
+            if r == 0: torch.save(self.learn.cb(SelectionCB).state_dict(), f"{out}/sel.pt")
+    torch.manual_seed(0); m = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+    ddp = torch.nn.parallel.DistributedDataParallel(m)
+    cb = sel_cb()
+    Learner(ddp, half, None, torch.optim.SGD(ddp.parameters(), lr=0.5), cbs=[cb, Stop(), Save()]).fit(1)
+    own = [p['idx'].tolist() for p in cb.step.queue.parts]
+    dist.barrier()
+    new = sel_cb(); L = Learner(ddp, half, None, torch.optim.SGD(ddp.parameters(), lr=0.5), cbs=[new]); L.skip_batches = 3
+    new.load_state_dict(torch.load(f"{out}/sel.pt", weights_only=True))
+    torch.save(dict(own=own, restored=[p['idx'].tolist() for p in new.step.queue.parts]), f"{out}/stop{r}.pt")
+    dist.destroy_process_group()
+
+
+def test_ddp_checkpoint_mid_queue_gives_every_rank_its_own_queue(tmp_path):
+    import torch.multiprocessing as mp
+    mp.spawn(_stop_worker, args=(free_port(), str(tmp_path)), nprocs=2)
+    a, b = (torch.load(tmp_path/f'stop{r}.pt', weights_only=True) for r in range(2))
+    assert a['own'] and b['own'] and a['own'] != b['own']        # both ranks stopped with samples queued, different ones
+    assert a['restored'] == a['own'] and b['restored'] == b['own']
