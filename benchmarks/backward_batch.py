@@ -13,7 +13,8 @@ of them (`astlab.api.GatherQueue`). Each run here is a whole `astlab.train.train
 
 The summary gives, for each r and each backward-batch setting, AST / full for training wall, whole-run wall and FLOPs,
 and `wall_over_flops` = (training wall ratio) / (FLOPs ratio): 1.0 means the wall time falls exactly as the counted
-FLOPs do. Variants run interleaved, `--repeats` times; the summary takes the median per variant.
+FLOPs do. Variants run interleaved, `--repeats` times; the summary takes the median of each variant's clean runs
+(others used < 10 % of the CPUs; all its runs if none was clean: `clean_runs` says how many).
 
     python benchmarks/backward_batch.py                  # resnet18, 64 px, batch 128, 1024 PNGs, 2 epochs, 2 repeats
     python benchmarks/backward_batch.py --quick          # resnet_tiny, 32 px, batch 64, 256 PNGs, 1 repeat: the code path
@@ -54,6 +55,7 @@ ap.add_argument('--threads', type=int, default=None, help=f"torch threads (defau
 ap.add_argument('--repeats', type=int, default=None, help=f"repeats of each variant (default {HP['repeats']})")
 ap.add_argument('--out', default=None, help='output path without suffix (default benchmarks/results/backward_batch[_quick])')
 ap.add_argument('--wait-budget', type=float, default=60, help='seconds to wait for quiet cores before each run')
+ap.add_argument('--summarize', default=None, help="recompute the summary of an existing result JSON (no runs) and rewrite it")
 args = ap.parse_args()
 if args.quick: HP.update(model='resnet_tiny', image_px=32, batch_size=64, images=256, repeats=1)
 if args.threads: HP['threads'] = args.threads
@@ -61,6 +63,32 @@ if args.repeats: HP['repeats'] = args.repeats
 torch.set_num_threads(HP['threads'])
 out = Path(args.out or HERE/'results'/('backward_batch_quick' if args.quick else 'backward_batch'))
 started = datetime.now(timezone.utc).isoformat(timespec='seconds')
+
+CLEAN = 0.10   # a run is clean when other processes used less than this share of the CPUs meanwhile
+SUMMARY_RULE = f"medians over each variant's clean runs (others_share < {CLEAN}); all its runs when none is clean"
+
+def summarize(rows:list) -> dict:
+    "AST / full per variant from the medians of its clean runs (all its runs when none is clean: `clean_runs` says so)."
+    def runs(label):
+        mine = [r for r in rows if r['variant'] == label]
+        clean = [r for r in mine if r['others_share'] < CLEAN]
+        return clean or mine, len(clean), len(mine)
+    med = lambda label, k: statistics.median(r[k] for r in runs(label)[0])
+    out = {}
+    for label in dict.fromkeys(r['variant'] for r in rows):
+        if label == 'full': continue
+        tw, w, fl = (med(label, k) / med('full', k) for k in ('train_wall_s', 'wall_s', 'flops'))
+        out[label] = dict(train_wall_ratio=tw, whole_run_wall_ratio=w, flops_ratio=fl, wall_over_flops=tw / fl,
+                          per_batch_ms=med(label, 'per_batch_ms'), activation_rate=med(label, 'activation_rate'),
+                          clean_runs=runs(label)[1], runs=runs(label)[2])
+    out['full'] = dict(per_batch_ms=med('full', 'per_batch_ms'), train_wall_s=med('full', 'train_wall_s'),
+                       clean_runs=runs('full')[1], runs=runs('full')[2])
+    return out
+
+if args.summarize:
+    p = Path(args.summarize); res = json.loads(p.read_text())
+    res['summary'], res['summary_rule'] = summarize(res['runs']), SUMMARY_RULE
+    p.write_text(json.dumps(res, indent=2)); print(json.dumps(res['summary'], indent=1)); sys.exit(0)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Data: an ImageFolder of PNG files (2 classes, 1.25x the training size so the crop has room), as benchmarks/phases.py
@@ -110,20 +138,13 @@ for rep in range(HP['repeats']):
 # ---------------------------------------------------------------------------------------------------------------------
 # Results: AST / full for training wall, whole-run wall and counted FLOPs
 # ---------------------------------------------------------------------------------------------------------------------
-med = lambda label, k: statistics.median(r[k] for r in rows if r['variant'] == label)
-summary = {}
-for label in VARIANTS:
-    if label == 'full': continue
-    tw, w, fl = (med(label, k) / med('full', k) for k in ('train_wall_s', 'wall_s', 'flops'))
-    summary[label] = dict(train_wall_ratio=tw, whole_run_wall_ratio=w, flops_ratio=fl, wall_over_flops=tw / fl,
-                          per_batch_ms=med(label, 'per_batch_ms'), activation_rate=med(label, 'activation_rate'))
-summary['full'] = dict(per_batch_ms=med('full', 'per_batch_ms'), train_wall_s=med('full', 'train_wall_s'))
+summary = summarize(rows)
 shares = [r['others_share'] for r in rows]
 contention = dict(others_share_mean=statistics.mean(shares), others_share_max=max(shares), waits_s=quiet.waits)
 print(json.dumps(summary, indent=1)); print('contention:', contention)
 res = dict(benchmark='backward_batch', hyperparameters=HP, started_at=started,
            finished_at=datetime.now(timezone.utc).isoformat(timespec='seconds'), runs=rows, summary=summary,
-           contention=contention,
+           summary_rule=SUMMARY_RULE, contention=contention,
            note='train_wall_ratio: AST / full of totals.train_wall_s (data + score + train + optimiser; no evaluation or '
                 'checkpoints), median over repeats; flops_ratio: counted training FLOPs; wall_over_flops: their '
                 'quotient (1.0 = wall time falls as the FLOPs do); others_share: share of the CPUs other processes used '
