@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test test-slow sync-check nbtest pytest browser readme bench clean
+.PHONY: install demo test test-slow sync-check nbtest pytest browser readme bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -62,6 +62,14 @@ bench: install
 	$(PY) benchmarks/step_time.py --quick
 	$(PY) benchmarks/digits_quality.py --quick
 	$(PY) benchmarks/whole_run.py --quick
+
+## Everything that needs a CUDA GPU, in one command (<= 8 min on one modern GPU): the CUDA-only tests,
+## benchmarks/gpu_resnet50.py (full vs AST, with and without full backward batches) and a 2-epoch bf16 + channels_last +
+## compile astlab-run; one JSON under benchmarks/results/. Without CUDA: one line, exit 2, before any work (no install).
+gpu-check:
+	@$(if $(wildcard $(PY)),$(PY),python3) benchmarks/gpu_check.py --cuda-or-exit
+	@$(MAKE) --no-print-directory install
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf results _proc _docs build dist *.egg-info

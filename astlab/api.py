@@ -14,7 +14,8 @@ from .distributed import world_size, rank, all_reduce_sum
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['logits_of', 'call_model', 'take', 'SparseStep', 'frozen_running_stats', 'PrunedSampler', 'PrunedDataset']
+__all__ = ['logits_of', 'call_model', 'take', 'SparseStep', 'frozen_running_stats', 'GatherQueue', 'PrunedSampler',
+           'PrunedDataset']
 
 # %% ../nbs/06b_api.ipynb #5
 def logits_of(out) -> Tensor:
@@ -66,6 +67,7 @@ class SparseStep:
                  generator:torch.Generator|None=None, # RNG for random draws (random, sb, top-ups)
                  score_scale:float=1.0,         # score at this fraction of the resolution (image batches)
                  distributed:bool|None=None,    # one global controller across ranks; None: if a process group is up
+                 backward_batch:int|None=None,  # gather selected samples across batches; train N at a time (None: every batch)
                  **kw):                         # more selector options, as `make_selector` names them
         self.model, self.forward, self.label_key = model, forward or call_model, label_key
         self.selector = method if isinstance(method, Selector) else \
@@ -82,6 +84,8 @@ class SparseStep:
         self.unfreeze_hook = True   # ... and a one-shot forward hook switches tracking back on (a trainer may do it itself)
         self.last_weights, self.last_mask, self.last_logits = None, None, None
         self.rates, self.counts, self._frozen, self._hook = [], None, [], None
+        self.last_idx, self.last_unscored = None, None   # the last subset's (or gathered batch's) dataset indices; unscored mask
+        self.queue = GatherQueue(backward_batch) if backward_batch else None   # selected samples waiting for a train pass
 
 # %% ../nbs/06b_api.ipynb #10
 _BN = torch.nn.modules.batchnorm._BatchNorm
@@ -168,7 +172,7 @@ def subset(self:SparseStep,
     if self.device is None: self._setup(y.device)
     c, self.last_weights, self.last_logits = self.counts, None, None
     if not prune:                                      # no score pass, no selection: the controller rests
-        self.last_mask = torch.ones(n, dtype=torch.bool, device=y.device)
+        self.last_mask, self.last_idx = torch.ones(n, dtype=torch.bool, device=y.device), idx
         c['seen'] += n; c['trained'] += n; self.steps += 1
         return x, y
     scores = None
@@ -176,14 +180,16 @@ def subset(self:SparseStep,
         self.last_logits, scores = self.score(x, y)
         c['correct'] += (self.last_logits.argmax(1) == y).sum(); c['acc_n'] += n
     self.last_mask = mask = self.choose(scores, n, idx)
+    self.last_idx = idx
     if self.selector.name != 'full':                   # `full` keeps the batch as it is (no copy)
         sel = self.selector.last_indices               # the selector's own indices when it has them (no host read)
         if sel is None: sel = mask.nonzero().squeeze(1) # else one host sync for the whole subset
         lw = self.selector.last_weights                # soft AST / IS: 1/pi weights of the kept samples
         if lw is not None: self.last_weights = lw[sel].float()
         x, y = take(x, sel, n), y[sel]
+        if idx is not None: self.last_idx = take(idx, sel, n)
     c['trained'] += len(y)                             # a subset's size is known on the host
-    if scores is not None and self.score_scale == 1 and self.freeze_bn: self._freeze_running_stats()
+    if scores is not None and self.score_scale == 1 and self.freeze_bn and self.queue is None: self._freeze_running_stats()
     return x, y
 
 @patch
@@ -192,10 +198,18 @@ def select(self:SparseStep,
            y:Tensor|None=None, # (n,) labels; None: `x[label_key]`
            idx:Tensor|None=None, # (n,) dataset indices, for methods that keep per-sample state
            prune:bool=True,  # False: train this batch whole (no score pass; the controller rests)
-          ) -> tuple:        # (x subset, y subset, (k,) float loss weights)
+           last:bool=False,  # with `backward_batch`: the epoch's last batch (train everything still queued)
+          ) -> tuple|None:   # (x subset, y subset, (k,) float loss weights); with `backward_batch`: None while gathering
     "Score the batch without gradients, update the controller, and return the samples to train on with their loss weights."
+    if self.queue is not None:                         # gathering: the next full batch, or None
+        self.push(x, y, idx, prune)
+        b = self.pop(last)
+        return None if b is None else (*b, self._w(b[1]))
     x, y = self.subset(x, y, idx, prune)
-    return x, y, (torch.ones(len(y), device=y.device) if self.last_weights is None else self.last_weights)
+    return x, y, self._w(y)
+
+@patch
+def _w(self:SparseStep, y): return torch.ones(len(y), device=y.device) if self.last_weights is None else self.last_weights
 
 # %% ../nbs/06b_api.ipynb #13
 @patch
@@ -242,7 +256,8 @@ def state_dict(self:SparseStep) -> dict:
     "Selector (controller) state, counters, epoch/step and the selection RNG: everything to continue exactly."
     return dict(selector=self.selector.state_dict(), epoch=self.epoch, steps=self.steps, rates=[float(r) for r in self.rates],
                 counts={k: int(v) for k, v in (self.counts or {}).items()},
-                generator=self.generator.get_state() if self.generator is not None else None)
+                generator=self.generator.get_state() if self.generator is not None else None,
+                queue=self.queue.state_dict() if self.queue is not None else None)
 
 @patch
 def load_state_dict(self:SparseStep, d:dict):
@@ -252,9 +267,135 @@ def load_state_dict(self:SparseStep, d:dict):
     self.selector.set_epoch(self.epoch)
     self.reset_counts(d['counts'])
     if self.generator is not None and d.get('generator') is not None: self.generator.set_state(d['generator'])
+    if self.queue is not None and d.get('queue'): self.queue.load_state_dict(d['queue'], self.device)
 
 @patch
 def __repr__(self:SparseStep): return f"SparseStep({self.selector!r})"
+
+# %% ../nbs/06b_api.ipynb #bb02
+def _cat(parts:list):
+    "Concatenate batches along the first dimension: tensors, and dicts / lists / tuples of them (other values: the first's)."
+    a = parts[0]
+    if isinstance(a, Tensor): return a if len(parts) == 1 or a.ndim == 0 else torch.cat(parts)
+    if isinstance(a, dict): return {k: _cat([p[k] for p in parts]) for k in a}
+    if isinstance(a, (list, tuple)): return type(a)(_cat(list(v)) for v in zip(*parts))
+    return a
+
+def _split(x, k:int, n:int) -> tuple:
+    "The first `k` rows and the rest of every tensor in `x` whose first dimension is the batch size `n`."
+    if isinstance(x, Tensor): return (x[:k], x[k:]) if x.ndim and x.shape[0] == n else (x, x)
+    if isinstance(x, dict):
+        s = {key: _split(v, k, n) for key, v in x.items()}
+        return {key: v[0] for key, v in s.items()}, {key: v[1] for key, v in s.items()}
+    if isinstance(x, (list, tuple)):
+        s = [_split(v, k, n) for v in x]
+        return type(x)(v[0] for v in s), type(x)(v[1] for v in s)
+    return x, x
+
+def _move(x, device):
+    "`x` (a tensor, or dicts / lists / tuples of them) on `device`; dict subclasses become plain dicts (checkpoint-safe)."
+    if isinstance(x, Tensor): return x.to(device)
+    if isinstance(x, dict): return {k: _move(v, device) for k, v in x.items()}
+    if isinstance(x, (list, tuple)): return type(x)(_move(v, device) for v in x)
+    return x
+
+class GatherQueue:
+    "Selected samples waiting for a full-size train pass: inputs, labels, loss weights, dataset indices, and whether each was scored."
+    def __init__(self, size:int): # samples per train pass (`backward_batch`)
+        if int(size) < 1: raise ValueError(f"backward_batch must be a whole number >= 1, got {size!r}")
+        self.size, self.parts = int(size), []
+    def __len__(self): return sum(p['n'] for p in self.parts)
+    def put(self, x, y:Tensor, w:Tensor|None=None, idx:Tensor|None=None, scored:bool=True):
+        "Queue a subset (`w` None: unweighted; `scored`: its train accuracy and BatchNorm statistics came from a score pass)."
+        if len(y): self.parts.append(dict(x=x, y=y, w=w, idx=idx, scored=bool(scored), n=len(y)))
+    def take(self, k:int) -> dict:
+        "The first `k` queued samples as one batch: x, y, w (None if all unweighted), idx (None if any is missing), n, n_scored, unscored."
+        out, need = [], k
+        while need > 0 and self.parts:
+            p = self.parts[0]
+            if p['n'] <= need: out.append(self.parts.pop(0)); need -= p['n']; continue
+            head, tail = dict(p), dict(p)
+            for key in ('x', 'y', 'w', 'idx'):
+                if p[key] is not None: head[key], tail[key] = _split(p[key], need, p['n'])
+            head['n'], tail['n'] = need, p['n'] - need
+            self.parts[0] = tail; out.append(head); need = 0
+        y = _cat([p['y'] for p in out])
+        w = None if all(p['w'] is None for p in out) else \
+            _cat([torch.ones(p['n'], device=y.device) if p['w'] is None else p['w'] for p in out])
+        idx = None if any(p['idx'] is None for p in out) else _cat([p['idx'] for p in out])
+        n_scored = sum(p['n'] for p in out if p['scored'])
+        unscored = None if n_scored == len(y) else \
+            torch.cat([torch.full((p['n'],), not p['scored'], dtype=torch.bool, device=y.device) for p in out])
+        return dict(x=_cat([p['x'] for p in out]), y=y, w=w, idx=idx, n=len(y), n_scored=n_scored, unscored=unscored)
+    def state_dict(self) -> dict:
+        "The queued samples, on the CPU (a mid-epoch checkpoint holds them: the resumed run trains them as the straight one would)."
+        return dict(size=self.size, parts=[{k: _move(v, 'cpu') for k, v in p.items()} for p in self.parts])
+    def load_state_dict(self, d:dict, device=None):
+        self.size, self.parts = d['size'], [{k: _move(v, device or 'cpu') for k, v in p.items()} for p in d['parts']]
+    def __repr__(self): return f"GatherQueue(size={self.size}, queued={len(self)})"
+
+# %% ../nbs/06b_api.ipynb #bb03
+@patch
+def push(self:SparseStep,
+         x,                # the batch's inputs: a tensor, or a dict batch (then `y` may stay None)
+         y:Tensor|None=None, # (n,) labels; None: `x[label_key]`
+         idx:Tensor|None=None, # (n,) dataset indices
+         prune:bool=True,  # False: queue the whole batch (no score pass; the controller rests)
+        ) -> int:          # samples now queued
+    "`subset`, then queue the selected samples with their loss weights and indices (needs `backward_batch`)."
+    if self.queue is None: raise RuntimeError("push/pop/gather need SparseStep(..., backward_batch=N)")
+    x, y = self.subset(x, y, idx, prune)
+    self.queue.put(x, y, self.last_weights, self.last_idx, scored=self.last_logits is not None)
+    return len(self.queue)
+
+@patch
+def pop(self:SparseStep,
+        last:bool=False,     # the epoch's last batch: everything queued, however few
+        ready:bool|None=None # a decision taken elsewhere (DDP: every rank the same): True trains min(N, queued)
+       ) -> tuple|None:      # (x, y) of the train pass, or None; `last_weights`, `last_idx`, `last_unscored` describe it
+    "The next train batch once `backward_batch` samples have gathered; BatchNorm's running statistics frozen for its forward if all were scored."
+    q = self.queue; n = len(q)
+    k = n if last else (min(q.size, n) if ready else 0) if ready is not None else (q.size if n >= q.size else 0)
+    if k == 0: return None
+    b = q.take(k)
+    self.last_weights, self.last_idx, self.last_unscored = b['w'], b['idx'], b['unscored']
+    self.last_unscored_n = b['n'] - b['n_scored']
+    if b['n_scored'] == b['n'] and self.score_scale == 1 and self.freeze_bn: self._freeze_running_stats()
+    return b['x'], b['y']
+
+@patch
+def gather(self:SparseStep,
+           x,                # the batch's inputs: a tensor, or a dict batch (then `y` may stay None)
+           y:Tensor|None=None, # (n,) labels; None: `x[label_key]`
+           idx:Tensor|None=None, # (n,) dataset indices
+           prune:bool=True,  # False: queue the whole batch (no score pass)
+           last:bool=False,  # the epoch's last batch: also train the rest
+          ):                 # yields (x, y, w) train batches: none or more of N samples (`last`: and the rest, at most 2N-1 when N >= batch size)
+    "Queue the batch's selected samples; yield the full train batches they complete (under DDP: one decision per batch, one collective)."
+    self.push(x, y, idx, prune)
+    if self.distributed and world_size() > 1:          # every rank trains in the same batches (DDP's backward is collective)
+        ready = all_reduce_sum(len(self.queue), device=self.device)[0] >= self.queue.size * world_size()
+        b = self.pop(last, ready=ready)
+        if b is not None: yield *b, self._w(b[1])
+        return
+    while (b := self.pop(last)) is not None: yield *b, self._w(b[1])
+
+def _unpack_batch(b) -> tuple:
+    "(x, y, idx) of a loader's batch: (x, y), (x, y, idx), or a dict batch (labels and indices inside)."
+    if isinstance(b, dict): return b, None, None
+    return (b[0], b[1], b[2] if len(b) > 2 else None)
+
+@patch
+def train_batches(self:SparseStep,
+                  batches,          # an epoch of batches: (x, y), (x, y, idx) or dict batches
+                  prune:bool=True,  # False: no selection (a warm-up epoch)
+                 ):                 # yields (x, y, w): full train batches, the last one the epoch's remainder
+    "Gather over a whole epoch: the user's loop stays three lines, and the epoch flushes at its end."
+    it = iter(batches); b = next(it, None)
+    while b is not None:
+        nxt = next(it, None)
+        yield from self.gather(*_unpack_batch(b), prune=prune, last=nxt is None)
+        b = nxt
 
 # %% ../nbs/06b_api.ipynb #26
 class PrunedSampler(torch.utils.data.Sampler):

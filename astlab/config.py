@@ -91,6 +91,7 @@ class ASTConfig:
     sb_beta:Optional[float]=_f(None, ge=0) # sb (selective backprop): selection probability = percentile ** sb_beta; None: 1/target - 1 (rate = target)
     sb_history:int=_f(1024, ge=1) # sb: number of recent scores the percentile is taken over
     selection_stream:int=_f(0, ge=0) # random draws of selection come from stream k of the seed (0: the run's own; astlab-compare's `null` uses 1)
+    backward_batch:Union[int,str]=_f('off', choices=('off', 'full'), ge=1) # per-batch methods: gather selected samples across batches, one train pass + step per N of them ('full': training.batch_size; 'off': each batch trains its own subset)
 
 @dataclass
 class TrainingConfig:
@@ -203,6 +204,7 @@ def _coerce(key:str, value, tp, source):
     if value is None and optional: return None
     if base is float and isinstance(value, int) and not isinstance(value, bool): return float(value)
     alts = get_args(base) if get_origin(base) in (Union, types.UnionType) else (base,)   # e.g. int or 'auto'
+    if isinstance(value, bool) and str in alts and len(alts) > 1: value = 'on' if value else 'off'   # YAML 1.1 reads off/on as booleans
     if value is not None and any(isinstance(value, a) and not (a in (int, float) and isinstance(value, bool)) for a in alts):
         return value
     want = ' or '.join(a.__name__ for a in alts) + (' or null' if optional else '')
@@ -262,6 +264,12 @@ def _relations(c:Config):
     yield (('ast.explore', 'ast.target_activation'),
            a.scoring == 'stale' and a.method == 'ast' and a.explore >= a.target_activation,
            "Lower ast.explore below ast.target_activation (exploration is part of the drawn share)")
+    bb = a.backward_batch
+    yield (('ast.backward_batch', 'training.batch_size'), isinstance(bb, int) and bb < t.batch_size,
+           "Set ast.backward_batch to 'full', 'off' or a number >= training.batch_size (a train pass gathers at least a batch)")
+    yield (('ast.backward_batch', 'ast.bn_stats'), bb != 'off' and a.bn_stats == 'score',
+           "ast.bn_stats 'score' normalises a train pass with its own batch's score-pass statistics, which a gathered pass "
+           "does not have: set ast.bn_stats to 'subset' or ast.backward_batch to 'off'")
     yield (('dataset.type', 'dataset.train_dir'), d.type == 'folder' and not d.train_dir,
            "Set dataset.train_dir to an ImageFolder directory (dataset.type 'folder' needs one)")
     yield (('dataset.type', 'dataset.name'), d.type == 'hf' and not d.name,

@@ -77,6 +77,7 @@ class Learner:
         self.resume_state, self.epoch_complete, self.accum_count, self.norm = None, True, 0, 1
         self.accum_global, self.loss, self.n, self.agreed = 0.0, None, 0, None
         self.phases, self.n_run = None, 0   # a `PhaseTimer` (set by the trainer): where the time goes; batches run this epoch
+        self.count_passes, self.accum_passes = False, 0   # gathering selection: accumulate over train passes, not batches
         self.world = world_size()
         self._amp_skipped = torch.zeros((), dtype=torch.long)   # optimiser steps the GradScaler skipped (inf/NaN grads)
 
@@ -147,7 +148,7 @@ class Learner:
         else: self.opt.step()
         self.step += 1
         self('after_step')
-        self.opt.zero_grad(set_to_none=True); self.accum_count, self.accum_global = 0, 0.0
+        self.opt.zero_grad(set_to_none=True); self.accum_count, self.accum_global, self.accum_passes = 0, 0.0, 0
 
     @property
     def amp_skipped_steps(self) -> int:
@@ -159,6 +160,7 @@ class Learner:
         if self.accum_count == 0: self.norm = len(self.yb) * self.grad_accum_steps   # per window; equal on every rank
         self.mark('score')
         self('before_batch')                                  # a selection callback may shrink xb/yb (and set weights)
+        if self.xb is None: return                            # ... or queue them for a later, full-size train pass
         self.mark('train')
         with self.autocast():
             self.preds = self.model(self.xb); self('after_pred')
@@ -168,7 +170,9 @@ class Learner:
         self.loss = self.loss_sum.detach() / max(self.n, 1)
         self.loss_bwd = self.loss_sum / (self.n if self._exact() else self.norm)
         self('after_loss')
-        last = (self.iter + 1) % self.grad_accum_steps == 0 or self.iter + 1 == self.n_iter
+        self.accum_passes += 1                                # a gathering selection trains in some batches only:
+        win = self.accum_passes if self.count_passes else self.iter + 1   # its window is k train passes, not k batches
+        last = win % self.grad_accum_steps == 0 or self.iter + 1 == self.n_iter
         self._backward(last); self.accum_count += self.n
         if self.world > 1: self.accum_global += self.agree_batch()['_n']   # the global count, from the batch's collective
         self('after_backward')
@@ -176,7 +180,7 @@ class Learner:
 
     def _train_epoch(self):
         self.model.train(); self.training = True
-        self.n_iter = len(self.train_dl); self.accum_count, self.accum_global = 0, 0.0
+        self.n_iter = len(self.train_dl); self.accum_count, self.accum_global, self.accum_passes = 0, 0.0, 0
         self('before_train')
         sampler = getattr(self.train_dl, 'sampler', None)
         if hasattr(sampler, 'set_epoch'): sampler.set_epoch(self.epoch)   # an order that is a function of the epoch
@@ -196,7 +200,8 @@ class Learner:
         for self.iter, b in enumerate(self._timed(batches), start=start):
             self.xb, self.yb, self.idx = self._to(b); self.n_run += 1
             try: self._one_batch()
-            except CancelBatchException: self.opt.zero_grad(set_to_none=True); self.accum_count, self.accum_global = 0, 0.0
+            except CancelBatchException:
+                self.opt.zero_grad(set_to_none=True); self.accum_count, self.accum_global, self.accum_passes = 0, 0.0, 0
             self('after_batch')
         self('after_train')
 

@@ -73,6 +73,8 @@ def _unused(a) -> list:
     elif m == 'rholoss':
         out.append((('scorer', 'entropy_weight'), 'ast.method=rholoss ranks by loss minus irreducible loss'))
     elif a.scorer != 'significance': out.append((('entropy_weight',), f'ast.scorer={a.scorer} has no entropy term'))
+    if m in ('rs2', 'infobatch') or a.scoring == 'stale':   # (ignored, not an error: astlab-compare sets it for every method)
+        out.append((('backward_batch',), 'epoch-level selection already trains full batches'))
     if a.scoring == 'stale': out.append((('score_scale',), 'ast.scoring=stale has no score pass'))
     else: out.append((('explore', 'rescale'), 'only ast.scoring=stale reads them'))
     if a.scoring == 'stale' and m != 'ast': out.append((('explore',), f'stale {m} draws without exploration'))

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import torch
 from .learner import Callback
-from .distributed import all_reduce_sum
+from .distributed import all_reduce_sum, rank
 from .selection import Selector
 from .significance import get_scorer
 from .api import SparseStep, frozen_running_stats, _BN   # the BatchNorm helpers live with the step
@@ -60,7 +60,8 @@ class SelectionCB(Callback):
                  score_scale:float=1.0,    # score at this fraction of the resolution (Composer's scale_factor)
                  start_epochs:int=0,       # the first this-many epochs train on every sample (no score pass)
                  anneal_epochs:int=0,      # ... and the last this-many
-                 interrupt_every:int=0):   # every k-th batch of an epoch trains on everything (Composer's interrupt; 0 = off)
+                 interrupt_every:int=0,    # every k-th batch of an epoch trains on everything (Composer's interrupt; 0 = off)
+                 backward_batch:int|None=None): # gather selected samples across batches, train N at a time (None: every batch)
         self.selector, self.scorer = selector, scorer or get_scorer('significance')
         self.start_epochs, self.anneal_epochs, self.interrupt_every = start_epochs, anneal_epochs, interrupt_every
         self.score_scale = score_scale
@@ -69,7 +70,8 @@ class SelectionCB(Callback):
         self.epoch_stats, self.bn = None, None
         # the public API does the batch's work; DDP is wired by the trainer (`defer_update` + `agree_batch`, or `rate_reduce`)
         self.step = SparseStep(None, method=selector, scorer=self.scorer, generator=generator, score_scale=score_scale,
-                               distributed=False)
+                               distributed=False, backward_batch=backward_batch)
+        self.picked, self.queued_global = 0, 0   # samples selected this batch; DDP: samples queued on all ranks after the last batch
         self.step.unfreeze_hook = False           # `after_pred` switches BatchNorm tracking back on after the train forward
         self.step.freeze_bn = bn_stats != 'score' # 'score': the train pass runs BatchNorm on the captured stats instead
 
@@ -79,6 +81,18 @@ class SelectionCB(Callback):
                                              for k in _counters)
     @property
     def rates(self): return self.step.rates
+
+    def before_fit(self):
+        self.learn.count_passes = self.step.queue is not None   # accumulate over train passes
+        self._queues = None
+
+    def after_cancel_fit(self):
+        "Stopped mid-epoch under DDP: rank 0 writes the checkpoint, so it first collects every rank's queue (one collective)."
+        q, L = self.step.queue, self.learn
+        if q is None or L.world == 1: return
+        import torch.distributed as dist
+        self._queues = [None] * L.world
+        dist.all_gather_object(self._queues, q.state_dict())
 
     def before_epoch(self):
         L, st = self.learn, self.step
@@ -102,18 +116,43 @@ class SelectionCB(Callback):
         if not self.whole and self.selector.needs_scores and self.bn is None and self.bn_stats == 'score':
             self.bn = BatchStats(L.model); st.score_context = self.bn.capture
         st.model, st.steps = L.model, L.step
+        if st.queue is not None: return self._gather()
         L.xb, L.yb = st.subset(L.xb, L.yb, idx=L.idx, prune=not self.whole)   # `L.idx` stays whole
+        self.picked = len(L.yb)
         if st.last_weights is not None: L.weights = st.last_weights   # soft AST / IS: 1/pi weights of the kept samples
         L.selected = st.last_mask
         if st.last_logits is not None and self.bn is not None: self.bn.apply()
 
+    def _gather(self):
+        "`backward_batch`: queue the selected samples; train a full batch once gathered, and everything at the epoch's last batch."
+        L, st = self.learn, self.step
+        before = len(st.queue)
+        st.push(L.xb, L.yb, idx=L.idx, prune=not self.whole)
+        L.selected, self.picked = st.last_mask, len(st.queue) - before
+        # DDP: DDP's backward is collective, so every rank trains in the same batches: when all ranks together held
+        # N per rank after the last batch (the count came with that batch's one collective); each trains min(N, its own)
+        ready = None if L.world == 1 else self.queued_global >= st.queue.size * L.world
+        b = st.pop(last=L.iter + 1 == L.n_iter, ready=ready)
+        if b is None: L.xb = L.yb = None; return   # nothing to train in this batch (the learner skips its train pass)
+        L.xb, L.yb = b
+        if st.last_weights is not None: L.weights = st.last_weights
+        L.train_idx = st.last_idx                   # the dataset indices of the samples this pass trains
+
     def after_pred(self):
         self.step._unfreeze()                # the train forward is done (validation must see tracked statistics again)
-        if self.learn.training and (not self.selector.needs_scores or self.whole):
-            c = self.step.counts; c['correct'] += (self.learn.preds.argmax(1) == self.learn.yb).sum(); c['acc_n'] += len(self.learn.yb)
+        L, c = self.learn, self.step.counts
+        if not L.training: return
+        if self.step.queue is not None:      # a gathered pass: the accuracy of its samples that had no score pass
+            u = self.step.last_unscored
+            if u is not None: c['correct'] += ((L.preds.argmax(1) == L.yb) & u).sum(); c['acc_n'] += self.step.last_unscored_n
+        elif not self.selector.needs_scores or self.whole:
+            c['correct'] += (L.preds.argmax(1) == L.yb).sum(); c['acc_n'] += len(L.yb)
 
     def batch_values(self):   # DDP: the selector's counts this batch, summed over ranks for one global controller
-        return dict(sel_trained=len(self.learn.yb), sel_n=len(self.learn.selected)) if self._deferred() else {}
+        L, d = self.learn, {}
+        if self._deferred(): d |= dict(sel_trained=self.picked, sel_n=len(L.selected))
+        if self.step.queue is not None and L.training and L.world > 1: d['queued'] = len(self.step.queue)   # after this batch's pass
+        return d
     def _deferred(self): return getattr(self.selector, 'defer_update', False) and self.learn.training
 
     def after_batch(self):
@@ -122,6 +161,7 @@ class SelectionCB(Callback):
         if self.bn is not None: self.bn.restore()
         if self._deferred():
             v = L.agree_batch(); self.selector.update(v['sel_trained'], v['sel_n'])
+        if self.step.queue is not None and L.world > 1: self.queued_global = int(L.agree_batch()['queued'])
         if L.iter % self.postfix_every == 0 and hasattr(L, 'postfix'):   # host values only: the bar adds no sync
             th, loss = self.selector.threshold, (L.agreed or {}).get('loss')
             L.postfix.update(active=f"{self.trained/max(self.seen, 1):.2f}",
@@ -148,9 +188,17 @@ class SelectionCB(Callback):
         counts = {k: int(v) for k, v in (self.step.counts or {}).items()}
         st = getattr(self.selector, 'score_threshold', None)
         counts |= dict(rates=[float(r) for r in getattr(self, 'rates', [])], score_threshold=None if st is None else float(st))
+        q = self.step.queue   # mid-epoch: the samples selected but not yet trained (empty at an epoch's end: it flushes)
         return dict(selector=self.selector.state_dict(), epoch_counts=counts,
-                    generator=self.generator.get_state() if self.generator is not None else None)
+                    generator=self.generator.get_state() if self.generator is not None else None,
+                    queue=q.state_dict() if q is not None else None, queued_global=self.queued_global,
+                    queues=getattr(self, '_queues', None))   # DDP: every rank's queue, gathered when the fit stopped
     def load_state_dict(self, d):
         self.selector.load_state_dict(d['selector'])
         if self.generator is not None and d.get('generator') is not None: self.generator.set_state(d['generator'])
-        if self.learn is not None and self.learn.skip_batches > 0: self._restore = d['epoch_counts']
+        if self.learn is not None and self.learn.skip_batches > 0:
+            self._restore = d['epoch_counts']
+            q, qs = self.step.queue, d.get('queues')   # DDP: each rank gets its own queue back
+            if q is not None and qs and rank() < len(qs): q.load_state_dict(qs[rank()], self.learn.device)
+            elif q is not None and d.get('queue') and rank() == 0: q.load_state_dict(d['queue'], self.learn.device)
+            self.queued_global = d.get('queued_global', 0)

@@ -351,7 +351,8 @@ def train(cfg:Config,              # the resolved config (see `astlab.config.loa
         selcb = StaleScoreCB(selector, sampler, len(bundle.train_ds), scorer, explore=explore, rescale=a.rescale,
                              anneal_epochs=a.anneal_epochs, generator=gen, start_epochs=a.start_epoch)
     else: selcb = SelectionCB(selector, scorer, generator=gen, bn_stats=a.bn_stats, score_scale=a.score_scale,
-                              start_epochs=a.start_epoch, anneal_epochs=a.anneal_epochs, interrupt_every=a.interrupt_every)
+                              start_epochs=a.start_epoch, anneal_epochs=a.anneal_epochs, interrupt_every=a.interrupt_every,
+                              backward_batch={'off': None, 'full': t.batch_size}.get(a.backward_batch, a.backward_batch))
     plan = budget_plan(t.epochs, len(train_dl), t.budget)     # budget < 1: fewer steps, schedule decayed within them
     cbs = [selcb,
            LRSchedCB(lr, min_lr, epochs=plan.lr_epochs, warmup_epochs=t.warmup_epochs * t.budget),
@@ -407,7 +408,11 @@ COUNTED = dict(
                  "batch run; a resumed epoch counts only the batches it ran. Not counted: evaluation, checkpoint "
                  "writes, the start of a resumed epoch (its finished batches are skipped at the sampler, not reloaded; see phase_s).",
     phase_s="wall seconds per phase (data, score, train, optimizer, eval, checkpoint, resume, other), summed over "
-            "epochs (per epoch: phase_history); on a GPU measured with CUDA events on the device's timeline.")
+            "epochs (per epoch: phase_history); on a GPU measured with CUDA events on the device's timeline.",
+    train_wall_s="totals.train_wall_s: wall seconds of the training loop alone - phase_s data + score + train + optimizer "
+                 "over every epoch (a resumed run's earlier part included). Not counted: evaluation, checkpoint writes, "
+                 "a resumed epoch's start, setup and callbacks ('other'). Compare methods' training time with this; "
+                 "totals.wall_s is the whole run.")
 
 def _phase_totals(history) -> dict:
     "Seconds per phase summed over the history's epochs."
@@ -440,6 +445,7 @@ def write_results(cfg, learn, hist, name, path, device, amp_note, bundle, nonfin
                data=describe(bundle), created_at=datetime.now(timezone.utc).isoformat(timespec='seconds'))
     res['totals'] |= dict(eval_samples=hist.eval_samples, eval_flops=hist.eval_samples * tot['fwd_flops'])
     res['phase_s'], res['phase_history'] = _phase_totals(hist.phase_history), hist.phase_history
+    res['totals']['train_wall_s'] = sum(res['phase_s'].get(k, 0.0) for k in STEP_PHASES)   # like with like: no eval, no checkpoints
     res['counted'] = COUNTED
     if not res['complete']:
         res['resume_hint'] = resume_command(checkpoint_dir(cfg)/'last.pt')

@@ -1,9 +1,10 @@
-"""GPU throughput and energy: ResNet-50 at 224 px, full training vs AST at r in {0.1, 0.25, 0.5}.
+"""GPU throughput and energy: ResNet-50 at 224 px, full training vs AST at r in {0.1, 0.25, 0.5}, with and without full backward batches.
 
 Runs unchanged on any CUDA GPU, Kaggle's included: ResNet-50 (random init, 1000 classes), 224 px, bf16 autocast
 (fp16 + GradScaler on GPUs without native bf16, e.g. T4/P100, recorded), channels_last, synthetic data already on
 the GPU (so the loader is never the bottleneck). Each method trains through the library (a `Learner` with
-`SelectionCB`, as `astlab.train` builds it) for warm-up epochs and then timed epochs of a fixed number of steps;
+`SelectionCB`, as `astlab.train` builds it; AST also with `backward_batch` = B, Selective Backprop's full-size
+backprop batches) for warm-up epochs and then timed epochs of a fixed number of steps;
 reported: training images/s (samples seen per second: AST still scores every image), median over the timed epochs
 timed with CUDA events; NVML joules per epoch (`astlab.meters.EnergyMeter`; a labelled TDP proxy where the board has
 no energy counter); and the measured pieces of a step: t_score (no-grad forward, whole batch), t_fb(k) (forward +
@@ -160,28 +161,32 @@ class EpochMeter(Callback):
         s = self.learn.cb(SelectionCB).epoch_stats
         self.active.append(s['trained'] / max(s['seen'], 1))
 
-def run_method(method, r, extra_cbs=()):
+def run_method(method, r, extra_cbs=(), backward_batch=None):
+    "`backward_batch`: gather the selected samples and train B at a time (`ast.backward_batch: full`)."
     m, opt = fresh()
     meter = EpochMeter()
     sel = make_selector(method, target=r)
-    cbs = [SelectionCB(sel, get_scorer('significance', entropy_weight=1.0), generator=torch.Generator().manual_seed(1)),
-           meter, *extra_cbs]
+    cbs = [SelectionCB(sel, get_scorer('significance', entropy_weight=1.0), generator=torch.Generator().manual_seed(1),
+                       backward_batch=backward_batch), meter, *extra_cbs]
     learn = Learner(m, epoch_batches, None, opt, cbs=cbs, device=device, amp_dtype=amp_dtype, channels_last=True)
     learn.fit(HP['warmup_epochs'] + HP['epochs'])
     laps = meter.timer.laps[HP['warmup_epochs']:]
     joules = meter.joules[HP['warmup_epochs']:]
     t = statistics.median(laps)
-    row = dict(method=method, rate=r, callbacks=[type(c).__name__ for c in cbs if c is not meter], epoch_s=laps, images_per_s=B * HP['steps_per_epoch'] / t,
+    row = dict(method=method, rate=r, backward_batch=backward_batch, callbacks=[type(c).__name__ for c in cbs if c is not meter], epoch_s=laps, images_per_s=B * HP['steps_per_epoch'] / t,
                trained_images_per_s=B * HP['steps_per_epoch'] * statistics.mean(meter.active[HP['warmup_epochs']:]) / t,
                activation_rate=statistics.mean(meter.active[HP['warmup_epochs']:]),
                joules_per_epoch=statistics.median(joules), joules_per_image=statistics.median(joules) / (B * HP['steps_per_epoch']),
                energy_source=meter.energy.source)
-    if method != 'full':   # the sum of the measured pieces at the subset size: a model, not a bound
+    if method != 'full' and backward_batch:   # gathered: B / t_fb(B) trained per pass, every 1/r batches
+        row['model_images_per_s'] = B / (t_score + row['activation_rate'] * (t_fb[B] + t_opt))
+        row['fraction_of_model'] = row['images_per_s'] / row['model_images_per_s']
+    elif method != 'full':   # the sum of the measured pieces at the subset size: a model, not a bound
         k = max(2, round(r * B))
         row['model_images_per_s'] = B / (t_score + t_fb[k] + t_opt)
         row['fraction_of_model'] = row['images_per_s'] / row['model_images_per_s']
     else: row['model_images_per_s'] = B / t_full
-    print(f"{method:>5} r={r:<5}: {row['images_per_s']:8.1f} images/s, {row['joules_per_epoch']:8.1f} J/epoch "
+    print(f"{method:>5} r={r:<5}{' gathered' if backward_batch else ''}: {row['images_per_s']:8.1f} images/s, {row['joules_per_epoch']:8.1f} J/epoch "
           f"({row['energy_source']}), active {row['activation_rate']:.3f}", flush=True)
     del learn, m, opt
     if device.type == 'cuda': torch.cuda.empty_cache()
@@ -190,6 +195,7 @@ def run_method(method, r, extra_cbs=()):
 rows = [run_method('full', 1.0)]
 for r in HP['rates']:
     rows.append(run_method('ast', r))
+    rows.append(run_method('ast', r, backward_batch=B) | dict(label='ast + full backward batches'))
     rows.append(run_method('topk', r))   # exact k = round(r*B): the step's cost without the controller's variation
 
 # The same AST step with the meters and callbacks `train()` adds (taken from a train() call that stops before its
@@ -242,7 +248,7 @@ res = dict(benchmark='gpu_resnet50', started_at=started_at, finished_at=datetime
                 'hyperparameters (off: the subset size varies every step); joules from NVML when energy_source is nvml.')
 if args.dry_run:
     print(json.dumps(dict(pieces=res['pieces'], callback_overhead_pct=callback_overhead_pct,
-                          methods=[{k: r[k] for k in ('method', 'rate', 'images_per_s', 'model_images_per_s', 'callbacks')}
+                          methods=[{k: r[k] for k in ('method', 'rate', 'backward_batch', 'images_per_s', 'model_images_per_s', 'callbacks')}
                                    for r in rows]), indent=1))
     print('dry run: nothing written')
 else:

@@ -21,6 +21,7 @@ def test_gpu_benchmark_skips_without_cuda_and_dry_runs_on_cpu():
     assert 'dry run: nothing written' in out
     # the pieces: forward+backward at each subset size and the optimiser step apart; a model, not a 'bound'
     assert '"t_opt_ms"' in out and '"t_fwd_bwd_ms"' in out and '"model_images_per_s"' in out and 'bound' not in out
+    assert '"backward_batch": 8' in out                   # AST with full backward batches too (issue 19)
     assert sorted((ROOT/'benchmarks'/'results').iterdir()) == before
 
 @pytest.mark.slow   # a benchmark smoke run: `make test-slow`
@@ -58,3 +59,13 @@ def test_step_time_benchmark_measures_the_bound(tmp_path):
     res = json.loads(out.with_suffix('.json').read_text())
     assert {'pieces', 'per_rate', 'overhead', 'goals'} <= set(res)
     assert out.with_suffix('.png').stat().st_size > 0
+
+@pytest.mark.slow   # a benchmark smoke run: `make test-slow`
+def test_backward_batch_benchmark_compares_wall_with_flops(tmp_path):
+    out = tmp_path/'bb'
+    bench('benchmarks/backward_batch.py', '--quick', '--threads', '1', '--wait-budget', '0', '--out', str(out))
+    res = json.loads(out.with_suffix('.json').read_text())
+    assert set(res['summary']) == {'full'} | {f'ast{r}_{b}' for r in (0.1, 0.25, 0.5) for b in ('off', 'full')}
+    for k, v in res['summary'].items():
+        if k != 'full': assert v['wall_over_flops'] == pytest.approx(v['train_wall_ratio'] / v['flops_ratio'])
+    assert {'contention', 'versions', 'git', 'command'} <= set(res)

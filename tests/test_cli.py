@@ -134,6 +134,8 @@ ERROR_CASES = {
     "missing_config": (["--config", "nope/missing.yaml"], ["nope/missing.yaml", "not found"]),
     "target_out_of_range": (["--target-activation", "1.5"], ["ast.target_activation", "1.5"]),
     "workers_word": (["--set", "training.num_workers=many"], ["training.num_workers", "'many'", "auto"]),
+    "backward_batch_word": (["--set", "ast.backward_batch=fulll"], ["ast.backward_batch", "'fulll'", "Did you mean 'full'?"]),
+    "backward_batch_small": (["--set", "ast.backward_batch=16"], ["ast.backward_batch=16", "training.batch_size"]),
     "missing_train_dir": (["--set", "dataset.type=folder", "dataset.train_dir={cwd}/no/such/dir"],
                           ["dataset.train_dir", "{cwd}/no/such/dir", "does not exist"]),
     "redundancy_zero": (["--set", "dataset.redundancy=0"], ["dataset.redundancy", ">= 1"]),

@@ -102,7 +102,7 @@ COUNT_WORKER = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize('extra', [(), ('training.grad_accum_steps=2',)])
+@pytest.mark.parametrize('extra', [(), ('training.grad_accum_steps=2',), ('ast.backward_batch=full', 'training.grad_accum_steps=2')])
 def test_one_collective_per_batch(tmp_path, extra):
     "Controller rate, NaN guard, signal, wall-clock cap and accumulation count share one collective per batch."
     (tmp_path/'worker.py').write_text(COUNT_WORKER)
@@ -206,3 +206,102 @@ def test_every_collective_passes_the_learners_device(monkeypatch):
     learn.fit(1)
     # 4 batches x (the batch's one agreement + the rate) + validation + epoch counts (was > 10: 4-5 per batch)
     assert len(seen) >= 10 and set(seen) == {torch.device('cpu')}, set(seen)
+
+
+# ---------------------------------------------------------------- ast.backward_batch under DDP (issue 19)
+
+def _gather_worker(r, port, out):
+    "2 ranks, AST with backward batches of 8: record which samples each rank selects and which each train pass trains."
+    import torch.distributed as dist
+    from torch import nn
+    from astlab.learner import Learner, Callback
+    from astlab.sparse import SelectionCB
+    from astlab.selection import make_selector
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=r, world_size=2)
+    x, y = _gather_data()
+    sel = make_selector('ast', target=0.25, min_active=2); sel.defer_update = True   # one global controller, as train() wires it
+    class Rec(Callback):
+        order = 100
+        def before_fit(self): self.passes, self.selected, self.thr = [], [], []
+        def after_pred(self):
+            if self.learn.training: self.passes.append((self.learn.iter, self.learn.train_idx.tolist()))
+        def after_batch(self):
+            self.selected += self.learn.idx[self.learn.selected].tolist(); self.thr.append(sel.threshold)
+    torch.manual_seed(0); m = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+    ddp = torch.nn.parallel.DistributedDataParallel(m)
+    half = [(x[j, r*16:(r+1)*16], y[j, r*16:(r+1)*16], torch.arange(j*32 + r*16, j*32 + (r+1)*16)) for j in range(len(x))]
+    rec = Rec()
+    Learner(ddp, half, None, torch.optim.SGD(ddp.parameters(), lr=0.5),
+            cbs=[SelectionCB(sel, backward_batch=8), rec]).fit(1)
+    torch.save(dict(passes=rec.passes, selected=rec.selected, thr=rec.thr, model=m.state_dict()), f"{out}/gather{r}.pt")
+    dist.destroy_process_group()
+
+
+def _gather_data():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(12, 32, 4, generator=g), torch.randint(0, 3, (12, 32), generator=g)
+
+
+def test_ddp_backward_batches_match_one_process_on_the_global_passes(tmp_path):
+    "Both ranks train in the same batches, each selected sample once; the weights equal one process on the global passes."
+    import torch.multiprocessing as mp
+    from torch import nn
+    from astlab.learner import Learner
+    mp.spawn(_gather_worker, args=(free_port(), str(tmp_path)), nprocs=2)
+    a, b = (torch.load(tmp_path/f'gather{r}.pt', weights_only=True) for r in range(2))
+    assert a['thr'] == b['thr']                                          # one global controller
+    assert [i for i, _ in a['passes']] == [i for i, _ in b['passes']]   # train passes in the same batches on both ranks
+    assert 1 < len(a['passes']) < 12                                     # gathered: fewer passes than batches
+    for res in (a, b):
+        trained = [k for _, p in res['passes'] for k in p]
+        assert sorted(trained) == sorted(res['selected'])               # each selected sample trained exactly once
+        assert all(len(p) <= 8 for _, p in res['passes'][:-1])
+    for k in a['model']: assert torch.equal(a['model'][k], b['model'][k]), k
+    x, y = _gather_data(); X, Y = x.reshape(-1, 4), y.reshape(-1)
+    batches = [(X[torch.tensor(p0 + p1)], Y[torch.tensor(p0 + p1)], None) for (_, p0), (_, p1) in zip(a['passes'], b['passes'])]
+    torch.manual_seed(0); m = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+    Learner(m, batches, None, torch.optim.SGD(m.parameters(), lr=0.5)).fit(1)
+    for k, v in m.state_dict().items(): torch.testing.assert_close(a['model'][k], v)
+
+
+def _stop_worker(r, port, out):
+    "Stop a 2-rank gathering fit mid-queue: the checkpoint state (written by rank 0) gives every rank its own queue back."
+    import torch.distributed as dist
+    from torch import nn
+    from astlab.learner import Learner, Callback, CancelFitException
+    from astlab.sparse import SelectionCB
+    from astlab.selection import make_selector
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=r, world_size=2)
+    x, y = _gather_data()
+    half = [(x[j, r*16:(r+1)*16], y[j, r*16:(r+1)*16], torch.arange(j*32 + r*16, j*32 + (r+1)*16)) for j in range(len(x))]
+    def sel_cb():
+        s = make_selector('ast', target=0.25, min_active=2); s.defer_update = True
+        return SelectionCB(s, backward_batch=8)
+    class Stop(Callback):
+        order = 70
+        def after_batch(self):
+            if self.learn.iter == 2: raise CancelFitException()
+    class Save(Callback):   # what CheckpointCB does on rank 0, after SelectionCB gathered the queues
+        order = 45
+        def after_cancel_fit(self):
+            if r == 0: torch.save(self.learn.cb(SelectionCB).state_dict(), f"{out}/sel.pt")
+    torch.manual_seed(0); m = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+    ddp = torch.nn.parallel.DistributedDataParallel(m)
+    cb = sel_cb()
+    Learner(ddp, half, None, torch.optim.SGD(ddp.parameters(), lr=0.5), cbs=[cb, Stop(), Save()]).fit(1)
+    own = [p['idx'].tolist() for p in cb.step.queue.parts]
+    dist.barrier()
+    new = sel_cb(); L = Learner(ddp, half, None, torch.optim.SGD(ddp.parameters(), lr=0.5), cbs=[new]); L.skip_batches = 3
+    new.load_state_dict(torch.load(f"{out}/sel.pt", weights_only=True))
+    torch.save(dict(own=own, restored=[p['idx'].tolist() for p in new.step.queue.parts]), f"{out}/stop{r}.pt")
+    dist.destroy_process_group()
+
+
+def test_ddp_checkpoint_mid_queue_gives_every_rank_its_own_queue(tmp_path):
+    import torch.multiprocessing as mp
+    mp.spawn(_stop_worker, args=(free_port(), str(tmp_path)), nprocs=2)
+    a, b = (torch.load(tmp_path/f'stop{r}.pt', weights_only=True) for r in range(2))
+    assert a['own'] and b['own'] and a['own'] != b['own']        # both ranks stopped with samples queued, different ones
+    assert a['restored'] == a['own'] and b['restored'] == b['own']
