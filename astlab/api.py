@@ -8,7 +8,7 @@ import math
 from contextlib import nullcontext, contextmanager
 import torch, torch.nn.functional as F
 from torch import Tensor
-from .selection import Selector, SelectionState, InfoBatchSelector, make_selector
+from .selection import Selector, SelectionState, InfoBatchSelector, make_selector, draw_from_table
 from .significance import get_scorer
 from .distributed import world_size, rank, all_reduce_sum
 from fastcore.basics import patch
@@ -473,7 +473,6 @@ def _draw(self:PrunedDataset, epoch:int):
     elif self.method == 'infobatch':
         keep, self.weights = self.infobatch.draw(self.scores, generator=g)
     else:
-        from astlab.stale import draw_from_table
         self.selector.set_epoch(epoch)
         keep, _ = draw_from_table(self.scores, self.selector, self.chunk, explore=0.0, generator=g)
     idx = keep.nonzero().squeeze(1)

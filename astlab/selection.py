@@ -15,7 +15,7 @@ from .controller import PIController
 # %% auto #0
 __all__ = ['SELECTORS', 'SelectionState', 'enforce_min_active', 'Selector', 'FullSelector', 'RandomSelector', 'TopKSelector',
            'ASTSelector', 'SoftASTSelector', 'SBSelector', 'EpochSelector', 'RS2Selector', 'InfoBatchSelector',
-           'ISSelector', 'make_selector']
+           'ISSelector', 'make_selector', 'draw_from_table']
 
 # %% ../nbs/03_selection.ipynb #5
 @dataclass
@@ -515,3 +515,24 @@ def make_selector(method:str,                   # one of `SELECTORS`: ast, rando
     params = inspect.signature(cls).parameters
     if issubclass(cls, SoftASTSelector): params = {**inspect.signature(ASTSelector).parameters, **inspect.signature(SoftASTSelector).parameters}
     return cls(**{k: v for k, v in opts.items() if k in params})
+
+# %% ../nbs/03_selection.ipynb #ba4379f3
+def draw_from_table(table:torch.Tensor,   # (N,) last significance per sample, +inf = never scored
+                    selector:Selector,    # decides chunk by chunk (the PI-controlled `ASTSelector`)
+                    chunk:int,            # chunk size (the batch size)
+                    explore:float=0.1,    # share of the left-out samples drawn at random anyway
+                    generator:torch.Generator|None=None):
+    "(mask of samples to draw, mask of those drawn by exploration) for one epoch."
+    n = len(table)
+    keep = ~torch.isfinite(table)                        # never scored: always drawn
+    gdev = generator.device if generator is not None else table.device   # draw where the generator lives
+    order = torch.randperm(n, generator=generator, device=gdev).to(table.device)
+    for c in order.split(chunk):
+        s = table[c]; fin = torch.isfinite(s)
+        k = int(fin.sum())
+        if k >= 2: keep[c[fin]] = selector(s[fin], SelectionState(n=k, generator=generator))
+    explored = torch.zeros_like(keep)
+    rest = (~keep).nonzero().squeeze(1)
+    m = round(explore * len(rest))
+    if m: explored[rest[torch.randperm(len(rest), generator=generator, device=gdev)[:m].to(rest.device)]] = True
+    return keep | explored, explored

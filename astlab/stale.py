@@ -6,12 +6,12 @@
 from __future__ import annotations
 import math
 import torch
-from .selection import FullSelector, Selector, SelectionState
+from .selection import FullSelector, Selector, SelectionState, draw_from_table   # (re-exported: astlab.stale.draw_from_table)
 from .sparse import SelectionCB
 from .data import EpochSampler
 
 # %% auto #0
-__all__ = ['IndexSampler', 'stale_loader', 'draw_from_table', 'StaleScoreCB']
+__all__ = ['IndexSampler', 'stale_loader', 'StaleScoreCB']
 
 # %% ../nbs/07c_stale.ipynb #5
 class IndexSampler(EpochSampler):
@@ -25,27 +25,6 @@ def stale_loader(dl, sampler:IndexSampler):
               drop_last=False, persistent_workers=dl.persistent_workers, generator=dl.generator)
     if hasattr(dl, 'min_batch'): kw['min_batch'] = max(dl.min_batch, 2)
     return type(dl)(dl.dataset, sampler=sampler, **kw)
-
-# %% ../nbs/07c_stale.ipynb #6
-def draw_from_table(table:torch.Tensor,   # (N,) last significance per sample, +inf = never scored
-                    selector:Selector,    # decides chunk by chunk (the PI-controlled `ASTSelector`)
-                    chunk:int,            # chunk size (the batch size)
-                    explore:float=0.1,    # share of the left-out samples drawn at random anyway
-                    generator:torch.Generator|None=None):
-    "(mask of samples to draw, mask of those drawn by exploration) for one epoch."
-    n = len(table)
-    keep = ~torch.isfinite(table)                        # never scored: always drawn
-    gdev = generator.device if generator is not None else table.device   # draw where the generator lives
-    order = torch.randperm(n, generator=generator, device=gdev).to(table.device)
-    for c in order.split(chunk):
-        s = table[c]; fin = torch.isfinite(s)
-        k = int(fin.sum())
-        if k >= 2: keep[c[fin]] = selector(s[fin], SelectionState(n=k, generator=generator))
-    explored = torch.zeros_like(keep)
-    rest = (~keep).nonzero().squeeze(1)
-    m = round(explore * len(rest))
-    if m: explored[rest[torch.randperm(len(rest), generator=generator, device=gdev)[:m].to(rest.device)]] = True
-    return keep | explored, explored
 
 # %% ../nbs/07c_stale.ipynb #11
 class StaleScoreCB(SelectionCB):
