@@ -84,3 +84,28 @@ def train_run(config, label, overrides, quiet, out_dir):
           f"{row['gflops']:7.1f} GFLOPs, train {train_s:5.1f} s, wall {wall:5.1f} s, active {row['activation_rate']:.3f}, "
           f"others used {others:.0%} of the CPUs", flush=True)
     return row
+
+def png_folder(images:int, image_px:int, prefix:str='astlab-bench-'):
+    """(TemporaryDirectory, its train/ root): an ImageFolder of `images` PNGs in 2 classes, 1.25x `image_px` on a side so
+    a crop has room; class b's top half is darker (something to learn). The same files for the same arguments."""
+    import tempfile
+    import numpy as np
+    from PIL import Image
+    tmp = tempfile.TemporaryDirectory(prefix=prefix)
+    root, rng = Path(tmp.name)/'train', np.random.default_rng(0)
+    side = round(image_px * 1.25)
+    for c in ('a', 'b'):
+        (root/c).mkdir(parents=True)
+        for i in range(images // 2):
+            img = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+            if c == 'b': img[: side // 2] //= 2
+            Image.fromarray(img).save(root/c/f'{i}.png')
+    return tmp, root
+
+def machine_record(threads:int, t0:float, load0:tuple, shares:list, note:str='') -> dict:
+    "What a comparison benchmark records about the machine: CPU, threads, load, runtime, and the others' CPU share."
+    return dict(cpu_model=cpu_model(), logical_cpus=os.cpu_count(), torch_threads=threads,
+                load_avg_start=load0, load_avg_end=os.getloadavg(), runtime_s=round(time.perf_counter() - t0),
+                others_share_median=statistics.median(shares) if shares else None, runs_timed=len(shares),
+                note='others_share: share of the CPUs other processes used during a run (benchmarks/common.py); '
+                     'wall ratios are distorted when it is high' + note)

@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 import torch
-from common import measure, git_state, cpu_model
+from common import measure, git_state, machine_record
 from astlab.compare import compare, available_methods, Stopped
 
 ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -54,11 +54,7 @@ try:
     rep = compare('configs/digits_compare.yaml', args.budgets, methods, seeds=args.seeds, out=runs, overrides=overrides,
                   log=lambda s: print(time.strftime('%H:%M:%S'), s, flush=True), measure=timed)
 except Stopped as e: sys.exit(e.code)          # SIGTERM: the run is checkpointed; the same command resumes
-machine = dict(cpu_model=cpu_model(), logical_cpus=os.cpu_count(), torch_threads=args.threads,
-               load_avg_start=load0, load_avg_end=os.getloadavg(), runtime_s=round(time.perf_counter() - t0),
-               others_share_median=statistics.median(shares) if shares else None, runs_timed=len(shares),
-               note='others_share: share of the CPUs other processes used during a run (benchmarks/common.py); '
-                    'wall ratios are distorted when it is high')
+machine = machine_record(args.threads, t0, load0, shares)
 extra = dict(machine=machine, git=git_state(), methods_absent=absent, benchmark_command=' '.join(['python', *sys.argv]),
              finished_at=datetime.now(timezone.utc).isoformat(timespec='seconds'))
 print(f"absent methods (not on this astlab yet): {absent}" if absent else "all requested methods present")

@@ -63,7 +63,7 @@ if args.table: table(); sys.exit(0)
 if not args.data: ap.error('--data or --table')
 
 import torch
-from common import measure, git_state, cpu_model
+from common import measure, git_state, machine_record
 from astlab.compare import compare, Stopped
 tag = f'evidence_{args.data}{args.tag}'
 runs = Path('results')/tag                # relative to the repository root: the commands in compare.md stay portable
@@ -79,11 +79,7 @@ try:
                   overrides=DATA[args.data], epochs=args.epochs,
                   log=lambda s: print(time.strftime('%H:%M:%S'), s, flush=True), measure=timed)
 except Stopped as e: sys.exit(e.code)     # SIGTERM: the run is checkpointed; the same command resumes
-machine = dict(cpu_model=cpu_model(), logical_cpus=os.cpu_count(), torch_threads=args.threads,
-               load_avg_start=load0, load_avg_end=os.getloadavg(), runtime_s=round(time.perf_counter() - t0),
-               others_share_median=statistics.median(shares) if shares else None, runs_timed=len(shares),
-               note='others_share: share of the CPUs other processes used during a run (benchmarks/common.py); '
-                    'wall ratios are distorted when it is high; accuracies are not')
+machine = machine_record(args.threads, t0, load0, shares, '; accuracies are not')
 dest = HERE/'results'/tag; dest.mkdir(parents=True, exist_ok=True)
 (dest/'compare.json').write_text(json.dumps(rep | dict(machine=machine, git=git_state(), benchmark_command=' '.join(['python', *sys.argv]),
                                                        finished_at=datetime.now(timezone.utc).isoformat(timespec='seconds')), indent=1))

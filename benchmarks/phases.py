@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parent))   # run from a checkout without installing
 from astlab.config import load_config
 from astlab.train import train, versions, device_info
 from astlab.meters import history_rows
-from common import git_state, cpu_model, measure, Quiet
+from common import git_state, cpu_model, measure, Quiet, png_folder
 
 HP = dict(model='resnet18', image_px=64, batch_size=128, images=1024, epochs=2, rate=0.25, workers=(0, 2), threads=2)
 ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -45,15 +45,7 @@ started = datetime.now(timezone.utc).isoformat(timespec='seconds')
 # ---------------------------------------------------------------------------------------------------------------------
 # Data: an ImageFolder of PNG files (2 classes, 1.25x the training size so the crop has room)
 # ---------------------------------------------------------------------------------------------------------------------
-tmp = tempfile.TemporaryDirectory(prefix='astlab-phases-')
-root, rng = Path(tmp.name)/'train', np.random.default_rng(0)
-side = round(HP['image_px'] * 1.25)
-for c in ('a', 'b'):
-    (root/c).mkdir(parents=True)
-    for i in range(HP['images'] // 2):
-        img = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
-        if c == 'b': img[: side // 2] //= 2                    # something to learn
-        Image.fromarray(img).save(root/c/f'{i}.png')
+tmp, root = png_folder(HP['images'], HP['image_px'], prefix='astlab-phases-')
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Runs
