@@ -164,18 +164,19 @@ def regime(rows:list, key:str='final_accuracy', at:float=0.7, gap:float=0.003) -
     "Per schedule: is it sample-limited? (full_budget at `at`x more than `gap` under full: fewer steps cost accuracy.)"
     out = []
     for e in sorted({r.get('epochs') for r in rows}, key=_num):
+        sched = f"{e} epochs" if e is not None else "the config's schedule"
         full = {(r['seed'], r.get('fold')): r[key] for r in rows if r['role'] == 'full' and r.get('epochs') == e}
         fb = _by_pair(rows, 'full_budget', at, e, key)
         d = _diffs(fb, full)
         if not d: out.append(dict(epochs=e, sample_limited=None, diff=None,
-                                  line=f"{e} epochs: regime unknown (run full_budget at budget {at:g} to tell)")); continue
+                                  line=f"{sched}: regime unknown (run full_budget at budget {at:g} to tell)")); continue
         gapd = statistics.fmean(d)
         lim = gapd < -gap
         out.append(dict(epochs=e, sample_limited=lim, diff=gapd, line=(
-            f"{e} epochs: sample-limited — full data for {at:g}x the steps is {100*-gapd:.2f} points under full, so cutting "
+            f"{sched}: sample-limited — full data for {at:g}x the steps is {100*-gapd:.2f} points under full, so cutting "
             f"compute costs accuracy here and selection cannot pay" if lim else
-            f"{e} epochs: not sample-limited — full data for {at:g}x the steps is {100*gapd:.2f} points above full: the "
+            f"{sched}: not sample-limited — full data for {at:g}x the steps is {100*gapd:.2f} points above full: the "
             f"long schedule over-fits, so fewer steps help by themselves (any saving must beat that control)" if gapd > gap else
-            f"{e} epochs: not sample-limited — full data for {at:g}x the steps is within {100*gap:.1f} points of full "
+            f"{sched}: not sample-limited — full data for {at:g}x the steps is within {100*gap:.1f} points of full "
             f"({100*gapd:+.2f}): compute can be cut, selection may pay")))
     return out
