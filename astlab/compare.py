@@ -472,7 +472,7 @@ def compare_markdown(rep:dict) -> str:
     "compare.md: the regime, per method × budget × schedule accuracy and cost, the paired verdicts, the map and the goal."
     n = len(rep['seeds']) * (rep.get('folds') or 1)
     L = [f"# Equal-compute comparison", '', f"`{rep['command']}`", '']
-    L += [f"**Regime.** {r['line']}." for r in rep.get('regime', [])] + ['']
+    for r in rep.get('regime', []): L += [f"**Regime.** {r['line']}.", '']
     L += [f"Accuracy in % (final epoch, validation split; mean ± std over {len(rep['seeds'])} seed(s)"
           + (f" × {rep['folds']} folds" if rep.get('folds') else '') + ", 95 % t-interval). FLOPs relative to the full "
           f"run of the same schedule; wall = training wall time (evaluation and checkpoints excluded) relative to full's, "
