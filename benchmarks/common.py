@@ -109,3 +109,10 @@ def machine_record(threads:int, t0:float, load0:tuple, shares:list, note:str='')
                 others_share_median=statistics.median(shares) if shares else None, runs_timed=len(shares),
                 note='others_share: share of the CPUs other processes used during a run (benchmarks/common.py); '
                      'wall ratios are distorted when it is high' + note)
+
+class Recorder:
+    "A `measure` for `astlab.compare.compare` that also keeps each run's others-share in `shares`."
+    def __init__(self): self.shares = []
+    def __call__(self, fn):
+        res, wall, others = measure(fn); self.shares.append(others)
+        return res, wall, round(others, 3)

@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 import torch
-from common import measure, git_state, machine_record
+from common import git_state, machine_record, Recorder
 from astlab.compare import compare, available_methods, Stopped
 
 ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -44,10 +44,7 @@ os.chdir(ROOT)
 if args.wait_full:
     while len(list(runs.glob('final_results_cmp_full_s*.json'))) < args.seeds: time.sleep(10)
 
-shares = []
-def timed(fn):
-    res, wall, others = measure(fn); shares.append(others)
-    return res, wall, round(others, 3)
+timed = Recorder(); shares = timed.shares   # each run's others-share (benchmarks/common.py)
 
 t0, load0 = time.perf_counter(), os.getloadavg()
 try:

@@ -63,16 +63,13 @@ if args.table: table(); sys.exit(0)
 if not args.data: ap.error('--data or --table')
 
 import torch
-from common import measure, git_state, machine_record
+from common import git_state, machine_record, Recorder
 from astlab.compare import compare, Stopped
 tag = f'evidence_{args.data}{args.tag}'
 runs = Path('results')/tag                # relative to the repository root: the commands in compare.md stay portable
 torch.set_num_threads(args.threads)
 os.chdir(ROOT)
-shares = []
-def timed(fn):
-    res, wall, others = measure(fn); shares.append(others)
-    return res, wall, round(others, 3)
+timed = Recorder(); shares = timed.shares   # each run's others-share (benchmarks/common.py)
 t0, load0 = time.perf_counter(), os.getloadavg()
 try:
     rep = compare('configs/digits_compare.yaml', args.budgets, args.methods, seeds=args.seeds, out=runs,

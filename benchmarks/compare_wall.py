@@ -10,7 +10,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent; ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 import torch
-from common import measure, git_state, cpu_model
+from common import git_state, cpu_model, Recorder
 from astlab.compare import compare
 
 ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -19,9 +19,8 @@ ap.add_argument('--threads', type=int, default=2)
 ap.add_argument('--methods', nargs='+', default=['ast', 'is', 'sb', 'null'])
 args = ap.parse_args()
 torch.set_num_threads(args.threads); os.chdir(ROOT)
-shares, out = [], {}
-def timed(fn):
-    res, wall, others = measure(fn); shares.append(others); return res, wall, round(others, 3)
+timed = Recorder(); shares = timed.shares   # each run's others-share (benchmarks/common.py)
+out = {}
 for bb in ('off', 'full'):
     rep = compare('configs/digits_compare.yaml', [0.5], args.methods, seeds=args.seeds, out=Path('results')/f'compare_wall_{bb}',
                   overrides=[f'ast.backward_batch={bb}'], baselines=('random', 'full_budget'), log=lambda s: print(s, flush=True),
