@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE.parent))   # run from a checkout without installing
 from astlab.config import load_config
 from astlab.train import train, versions, device_info
 from astlab.meters import history_rows
-from common import git_state, cpu_model, measure, Quiet, png_folder
+from common import git_state, cpu_model, measure, Quiet, png_folder, provenance, write_json
 
 HP = dict(model='resnet18',        # torchvision ResNet-18, random init
           image_px=64,             # square side, pixels
@@ -141,9 +141,6 @@ res = dict(benchmark='backward_batch', hyperparameters=HP, started_at=started,
                 'checkpoints), median over repeats; flops_ratio: counted training FLOPs; wall_over_flops: their '
                 'quotient (1.0 = wall time falls as the FLOPs do); others_share: share of the CPUs other processes used '
                 'during the run (a shared machine: ratios from runs with a large share are unreliable)',
-           cpu=cpu_model(), versions=versions(), device=device_info(torch.device('cpu')), git=git_state(),
-           command=' '.join(['python', *sys.argv]))
-out.parent.mkdir(parents=True, exist_ok=True)
-out.with_suffix('.json').write_text(json.dumps(res, indent=2))
-print(f"wrote {out.with_suffix('.json')}")
+           **provenance())
+write_json(out, res)
 tmp.cleanup()

@@ -116,3 +116,16 @@ class Recorder:
     def __call__(self, fn):
         res, wall, others = measure(fn); self.shares.append(others)
         return res, wall, round(others, 3)
+
+def provenance() -> dict:
+    "What produced a CPU benchmark's numbers: CPU, package versions, device, git state, the command."
+    import sys, torch
+    from astlab.train import versions, device_info
+    return dict(cpu=cpu_model(), versions=versions(), device=device_info(torch.device('cpu')), git=git_state(),
+                command=' '.join(['python', *sys.argv]))
+
+def write_json(out:Path, res:dict):
+    "Write `res` to `out`.json (folders made), and say where."
+    import json
+    p = Path(out).with_suffix('.json'); p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(res, indent=2)); print(f"wrote {p}")

@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parent))   # run from a checkout without installing
 from astlab.config import load_config
 from astlab.train import train, versions, device_info
 from astlab.meters import history_rows
-from common import git_state, cpu_model, measure, Quiet, png_folder
+from common import git_state, cpu_model, measure, Quiet, png_folder, provenance, write_json
 
 HP = dict(model='resnet18', image_px=64, batch_size=128, images=1024, epochs=2, rate=0.25, workers=(0, 2), threads=2)
 ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -93,9 +93,6 @@ res = dict(benchmark='phases', hyperparameters=HP, started_at=started,
            note='per_step_ms: each phase over the training steps of the run; compute_model = (1 + 3r)/3 at the '
                 'measured rate r; others_share: share of the CPUs other processes used during the run (a shared '
                 'machine: ratios from runs with a large share are unreliable)',
-           cpu=cpu_model(), versions=versions(), device=device_info(torch.device('cpu')), git=git_state(),
-           command=' '.join(['python', *sys.argv]))
-out.parent.mkdir(parents=True, exist_ok=True)
-out.with_suffix('.json').write_text(json.dumps(res, indent=2))
-print(f"wrote {out.with_suffix('.json')}")
+           **provenance())
+write_json(out, res)
 tmp.cleanup()
