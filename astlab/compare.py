@@ -10,7 +10,7 @@ from typing import Annotated, Callable
 from fastcore.script import call_parse
 from .config import ASTConfig, Config, ConfigError, redact
 from .experiment import build_config, completed_results, exit_code, USER_ERRORS
-from .train import train, run_name, atomic_write_text, versions
+from .train import train, run_name, atomic_write_text, versions, flat_items
 from .rholoss import aux_cost_share
 from .verdict import verdict_table, goal, regime, family, step_matched_control
 
@@ -175,21 +175,18 @@ def code_version() -> str:
 
 def _trained(d:dict) -> dict:
     "A resolved (redacted) config dict, flattened, without the keys that do not change what is trained."
-    from astlab.train import _flat
-    return {k: v for k, v in _flat(d) if not k.startswith(_UNKEYED)}
+    return {k: v for k, v in flat_items(d) if not k.startswith(_UNKEYED)}
 
 def run_key(cfg:Config, code:str) -> str:
     "8 hex digits naming what `cfg` trains with this code: the reuse key of a comparison's run."
     blob = json.dumps(_trained(redact(cfg.to_dict())), sort_keys=True, default=str) + code
     return hashlib.sha1(blob.encode()).hexdigest()[:8]
 
-def reuse_mismatch(res:dict, cfg:Config, code:str) -> str|None:
-    "Why a finished run's results do not belong to `cfg` and this code (None: they do)."
+def reuse_mismatch(res:dict, cfg:Config) -> str|None:
+    "Why a finished run's results do not belong to `cfg` (None: they do); the code is in the run's name (`run_key`)."
     old, new = _trained(res.get('config') or {}), _trained(redact(cfg.to_dict()))
     diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    if diff: return f"{diff[0]}: {old.get(diff[0])!r} in the results, {new.get(diff[0])!r} now"
-    if res.get('code_version') not in (None, code): return f"astlab code {res.get('code_version')} in the results, {code} now"
-    return None
+    return f"{diff[0]}: {old.get(diff[0])!r} in the results, {new.get(diff[0])!r} now" if diff else None
 
 # %% ../nbs/14_compare.ipynb #21
 def _history(res:dict) -> list:
@@ -370,7 +367,7 @@ def compare(config,                      # YAML/JSON config file every run start
         done = completed_results(cfg)
         if done:
             res = json.loads(done[-1].read_text()); res['results_path'] = str(done[-1]); others, skipped = None, True
-            why = reuse_mismatch(res, cfg, code)
+            why = reuse_mismatch(res, cfg)
             if why: raise ConfigError(f"{done[-1]} carries this run's name but trained something else ({why}): "
                                       f"delete it or use another --out")
             log(f"{what}: done before, skipped")

@@ -31,8 +31,8 @@ from .distributed import init_distributed, world_size, rank, is_main, all_reduce
 # %% auto #0
 __all__ = ['EMBEDDINGS', 'LAST_RUN', 'COUNTED', 'resolve_device', 'resolve_amp', 'seed_everything', 'scaled_lr', 'make_optimizer',
            'run_name', 'HistoryCB', 'atomic_write_text', 'versions', 'device_info', 'shard_loaders', 'DistSamplerCB',
-           'checkpoint_dir', 'finished_results', 'resume_command', 'find_resume', 'check_resumable', 'train',
-           'write_results']
+           'checkpoint_dir', 'finished_results', 'resume_command', 'find_resume', 'flat_items', 'check_resumable',
+           'train', 'write_results']
 
 # %% ../nbs/08_train.ipynb #5
 def resolve_device(name:str='auto') -> torch.device:
@@ -243,14 +243,14 @@ def find_resume(resume, ck_dir:Path):
     if resume == 'auto': return ck_dir/'last.pt' if (ck_dir/'last.pt').exists() else None
     return Path(resume)
 
-def _flat(d, pre=''):
+def flat_items(d, pre=''):
     for k, v in d.items():
-        if isinstance(v, dict): yield from _flat(v, f"{pre}{k}.")
+        if isinstance(v, dict): yield from flat_items(v, f"{pre}{k}.")
         else: yield f"{pre}{k}", v
 
 def check_resumable(cfg:Config, meta:dict, path):
     "A `CheckpointError` naming the keys if the checkpoint's config trains something else than `cfg`."
-    old, new = dict(_flat(meta['config'])), dict(_flat(redact(cfg.to_dict())))
+    old, new = dict(flat_items(meta['config'])), dict(flat_items(redact(cfg.to_dict())))
     diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and not k.startswith(_RESUME_FREE)]
     if diff:
         changes = ', '.join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)

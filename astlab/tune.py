@@ -14,7 +14,7 @@ from .models import create_model
 from .meters import flops_per_sample, history_rows
 from .preflight import check_writable
 from .learner import Callback, CancelFitException, SignalCB
-from .train import train, run_name, HistoryCB, checkpoint_dir, atomic_write_text
+from .train import train, run_name, HistoryCB, checkpoint_dir, atomic_write_text, flat_items
 from .experiment import build_config, exit_code, _guard
 
 # %% auto #0
@@ -184,15 +184,10 @@ def make_objective(cfg:Config, objective:str, study:str, out_dir, budget:dict|No
 # %% ../nbs/13_tune.ipynb #22
 _SETUP_FREE = ('logging.', 'training.progress', 'training.num_workers', 'training.device')
 
-def _flat(d, pre=''):
-    for k, v in d.items():
-        if isinstance(v, dict): yield from _flat(v, f"{pre}{k}.")
-        else: yield f"{pre}{k}", v
-
 def _setup(cfg:Config, objective, tune_target, budget) -> dict:
     "What makes trials comparable: objective, searched keys, budget and the base config (minus logging/runtime keys)."
     searched = set(SPACE) | (set(TARGET_SPACE) if tune_target else set())
-    conf = {k: v for k, v in _flat(redact(cfg.to_dict())) if not k.startswith(_SETUP_FREE) and k not in searched}
+    conf = {k: v for k, v in flat_items(redact(cfg.to_dict())) if not k.startswith(_SETUP_FREE) and k not in searched}
     return dict(objective=objective, tune_target=tune_target,
                 budget_gflops=round(budget['budget_gflops'], 6) if budget else None, config=conf)
 
