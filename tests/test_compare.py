@@ -17,7 +17,8 @@ ROW_KEYS = {"method", "role", "budget", "seed", "best_accuracy", "final_accuracy
 def start(tmp_path, *args):
     "Start astlab-compare exactly as the installed console script would (a script file calling compare_cli())."
     launcher = tmp_path/"astlab-compare"
-    launcher.write_text(LAUNCHER)
+    if not launcher.exists():       # written once: rewriting it while a started process reads it made that one run nothing (exit 0)
+        tmp = tmp_path/"astlab-compare.tmp"; tmp.write_text(LAUNCHER); tmp.replace(launcher)
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", MPLBACKEND="Agg")
     return subprocess.Popen([sys.executable, str(launcher), *map(str, args)], cwd=tmp_path, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
