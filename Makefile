@@ -46,7 +46,7 @@ pytest: install browser
 ## and the notebooks' slow cells; about as long again as `make test`
 test-slow: install browser
 	$(PY) -m pytest -q -m slow
-	for nb in $$(grep -l '"#| slow' nbs/*.ipynb); do $(VENV)/bin/nbdev-test --flags slow $$nb || exit 1; done
+	for nb in $$(grep -rl --include='*.ipynb' '"#| slow' nbs); do $(VENV)/bin/nbdev-test --flags slow $$nb || exit 1; done
 
 ## Debian's chromium for the HTML report's browser test (installed when missing; says why when it cannot be)
 browser:

@@ -28,13 +28,13 @@ def _f(default, *, choices=None, ge=None, gt=None, le=None, lt=None):
 # %% ../nbs/00_config.ipynb #8
 @dataclass
 class ModelConfig:
-    "Which network to train (see `astlab.models`)."
+    "Which network to train (see `astlab.engine.models`)."
     name:str='resnet_small' # architecture name: 'resnet_small' (small CPU ResNet), torchvision or timm names
     pretrained:bool=False # start from pretrained weights when the architecture has them
 
 @dataclass
 class DatasetConfig:
-    "Where the images come from (see `astlab.data`)."
+    "Where the images come from (see `astlab.engine.data`)."
     type:str=_f('digits', choices=('folder', 'hf', 'digits', 'synthetic')) # data source
     train_dir:Optional[str]=None # folder: ImageFolder-style training directory
     val_dir:Optional[str]=None # folder: validation directory (None: split off `val_fraction`)
@@ -58,13 +58,13 @@ class DatasetConfig:
 @dataclass
 class ASTConfig:
     "Adaptive Sparse Training: how samples are scored, selected, and how the threshold is steered."
-    method:str=_f('ast', choices=('ast', 'random', 'topk', 'sb', 'full', 'is', 'rs2', 'infobatch', 'rholoss')) # selector (see `astlab.selection`; rholoss: `astlab.rholoss`)
+    method:str=_f('ast', choices=('ast', 'random', 'topk', 'sb', 'full', 'is', 'rs2', 'infobatch', 'rholoss')) # selector (see `astlab.core.selection`; rholoss: `astlab.methods.rholoss`)
     sharpness:Optional[float]=_f(None, gt=0) # ast: beta of soft AST, keep prob min(1, (s/tau)^beta), loss weight 1/prob; null or .inf = hard threshold
     weight_clip:Optional[float]=_f(None, ge=1) # soft ast / is: cap on the 1/prob loss weights (null: none; a cap biases)
     uniform_floor:float=_f(0.0, ge=0, le=1) # soft ast / is: mix this share of uniform sampling into the keep probabilities
     infobatch_prune:Optional[float]=_f(0.5, ge=0, lt=1) # infobatch: prune ratio p of below-mean-loss samples (null: solve p so a pruned epoch keeps target_activation)
     infobatch_delta:float=_f(0.875, gt=0, le=1) # infobatch: prune while epoch <= delta * epochs, then full data
-    rho_aux_model:str='mlp' # rholoss: irreducible-loss model, 'mlp' (small, see astlab.rholoss) or any model.name
+    rho_aux_model:str='mlp' # rholoss: irreducible-loss model, 'mlp' (small, see astlab.methods.rholoss) or any model.name
     rho_aux_epochs:int=_f(5, ge=1) # rholoss: epochs each of the two irreducible-loss models trains on its half
     scorer:str=_f('significance', choices=('significance', 'loss', 'entropy', 'margin')) # per-sample score
     target_activation:float=_f(0.25, gt=0, le=1) # fraction of each batch to train on, in (0, 1]
@@ -95,7 +95,7 @@ class ASTConfig:
 
 @dataclass
 class TrainingConfig:
-    "Optimisation loop settings (see `astlab.train`)."
+    "Optimisation loop settings (see `astlab.lab.train`)."
     epochs:int=_f(10, ge=1) # passes over the training set
     eval_every:int=_f(1, ge=1) # validate every k epochs and always after the last (skipped epochs: val_acc null)
     budget:float=_f(1.0, gt=0, le=1) # train this fraction of `epochs`' steps, LR schedule decayed within them (budget-matched baseline)
@@ -136,7 +136,7 @@ class LoggingConfig:
 
 @dataclass
 class MetricsConfig:
-    "Inputs for the compute and energy estimates (see `astlab.meters`)."
+    "Inputs for the compute and energy estimates (see `astlab.engine.meters`)."
     base_flop_per_sample:Optional[float]=_f(None, gt=0) # forward FLOPs per sample (None: measure)
     gpu_tdp_watts:float=_f(300.0, gt=0) # power used for the energy estimate when it is not measured
 

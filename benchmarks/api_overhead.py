@@ -27,9 +27,9 @@ sys.path.insert(0, str(HERE.parent))   # run from a checkout without installing
 sys.path.insert(0, str(HERE))
 
 from astlab import SparseStep
-from astlab.models import create_model
-from astlab.significance import significance
-from astlab.train import versions, device_info
+from astlab.engine.models import create_model
+from astlab.core.significance import significance
+from astlab.lab.train import versions, device_info
 from common import Quiet, measure, git_state, cpu_model
 
 p = argparse.ArgumentParser(description=__doc__.split('\n')[0])

@@ -3,7 +3,7 @@
 Per-batch selection saves FLOPs (counted: one forward per scored sample + forward and backward per trained one, so AST
 costs (1 + 3r)/3 of full's), but a train pass on r*B samples uses the hardware worse than one on B. With
 `ast.backward_batch: full` the selected samples gather across batches and each train pass has `training.batch_size`
-of them (`astlab.api.GatherQueue`). Each run here is a whole `astlab.train.train` on an ImageFolder of PNG files
+of them (`astlab.core.api.GatherQueue`). Each run here is a whole `astlab.lab.train.train` on an ImageFolder of PNG files
 (resnet18 from torchvision, 64 px, batch 128, `num_workers: 0`) and records:
 
 - `train_wall_s`: the results' `totals.train_wall_s` (the training loop: data + score + train + optimiser phases;
@@ -37,8 +37,8 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))   # run from a checkout without installing
 from astlab.config import load_config
-from astlab.train import train, versions, device_info
-from astlab.meters import history_rows
+from astlab.lab.train import train, versions, device_info
+from astlab.engine.meters import history_rows
 from common import git_state, cpu_model, measure, Quiet, png_folder, provenance, write_json
 
 HP = dict(model='resnet18',        # torchvision ResNet-18, random init

@@ -26,8 +26,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from astlab.compare import mean_ci, welch
-from astlab.train import versions
+from astlab.lab.compare import mean_ci, welch
+from astlab.lab.train import versions
 from common import git_state, Quiet, train_run
 
 # ---------------------------------------------------------------------------------------------------- Setup

@@ -16,8 +16,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from astlab.train import versions
-from astlab.sparse import SelectionCB
+from astlab.lab.train import versions
+from astlab.methods.per_batch import SelectionCB
 from common import git_state, Quiet, mean_std, train_run
 
 ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])

@@ -56,13 +56,13 @@ def mean_std(xs):
     return dict(mean=statistics.mean(xs), std=statistics.stdev(xs) if len(xs) > 1 else 0.0, n=len(xs))
 
 def train_run(config, label, overrides, quiet, out_dir):
-    """One whole `astlab.train.train` run on `config` with `overrides`, in this process; the numbers a comparison needs.
+    """One whole `astlab.lab.train.train` run on `config` with `overrides`, in this process; the numbers a comparison needs.
 
     `wall_s` is the whole run (data, every epoch's evaluation and checkpoint writes included); `train_s` counts the
     training steps only. `others_share` says how much of the machine other processes used meanwhile."""
     from astlab.config import load_config
-    from astlab.train import train
-    from astlab.meters import history_rows
+    from astlab.lab.train import train
+    from astlab.engine.meters import history_rows
     cfg = load_config(config, [*overrides, 'training.device=cpu', 'training.progress=false',
                                f'logging.output_dir={out_dir}'], env_file=None)
     quiet.wait()
@@ -111,7 +111,7 @@ def machine_record(threads:int, t0:float, load0:tuple, shares:list, note:str='')
                      'wall ratios are distorted when it is high' + note)
 
 class Recorder:
-    "A `measure` for `astlab.compare.compare` that also keeps each run's others-share in `shares`."
+    "A `measure` for `astlab.lab.compare.compare` that also keeps each run's others-share in `shares`."
     def __init__(self): self.shares = []
     def __call__(self, fn):
         res, wall, others = measure(fn); self.shares.append(others)
@@ -120,7 +120,7 @@ class Recorder:
 def provenance() -> dict:
     "What produced a CPU benchmark's numbers: CPU, package versions, device, git state, the command."
     import sys, torch
-    from astlab.train import versions, device_info
+    from astlab.lab.train import versions, device_info
     return dict(cpu=cpu_model(), versions=versions(), device=device_info(torch.device('cpu')), git=git_state(),
                 command=' '.join(['python', *sys.argv]))
 

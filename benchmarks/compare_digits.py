@@ -20,7 +20,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 import torch
 from common import git_state, machine_record, Recorder
-from astlab.compare import compare, available_methods, Stopped
+from astlab.lab.compare import compare, available_methods, Stopped
 
 ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
 ap.add_argument('--noise', type=float, default=0.0, help='dataset.label_noise (default 0: clean)')

@@ -31,7 +31,7 @@ ap.add_argument('--tag', default='', help='suffix of the output folders (a secon
 ap.add_argument('--table', action='store_true', help='write benchmarks/results/evidence.md from the copied reports')
 args = ap.parse_args()
 
-from astlab.verdict import regime
+from astlab.lab.verdict import regime
 
 def table():
     "One markdown table over the committed reports: every verdict, and the goal, null and regime lines."
@@ -64,7 +64,7 @@ if not args.data: ap.error('--data or --table')
 
 import torch
 from common import git_state, machine_record, Recorder
-from astlab.compare import compare, Stopped
+from astlab.lab.compare import compare, Stopped
 tag = f'evidence_{args.data}{args.tag}'
 runs = Path('results')/tag                # relative to the repository root: the commands in compare.md stay portable
 torch.set_num_threads(args.threads)

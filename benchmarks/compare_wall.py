@@ -11,7 +11,7 @@ HERE = Path(__file__).resolve().parent; ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 import torch
 from common import git_state, cpu_model, Recorder
-from astlab.compare import compare
+from astlab.lab.compare import compare
 
 ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
 ap.add_argument('--seeds', type=int, default=3)

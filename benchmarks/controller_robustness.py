@@ -1,5 +1,5 @@
 """Closed-loop controller robustness: the seed's gains (kp=0.1, ki=0.01) on every stream shape in
-`astlab.controller.STREAM_DISTS`, targets 0.1/0.25/0.5, 4 seeds each; 2000 batches of 128 scores whose scale falls
+`astlab.core.controller.STREAM_DISTS`, targets 0.1/0.25/0.5, 4 seeds each; 2000 batches of 128 scores whose scale falls
 100x and jumps x10 for batches 900-1100. Worst case over seeds per (shape, target).
 
     python benchmarks/controller_robustness.py      # ~1 min on 2 CPU cores; writes benchmarks/results/controller_robustness.json
@@ -7,7 +7,7 @@
 import json, os, platform
 from pathlib import Path
 import pandas as pd
-from astlab.controller import PIController, STREAM_DISTS, simulate, score_stream, tracking_report
+from astlab.core.controller import PIController, STREAM_DISTS, simulate, score_stream, tracking_report
 
 rows = [dict(dist=d, seed=s, **tracking_report(simulate(PIController(t), score_stream(dist=d, seed=s))))
         for d in STREAM_DISTS for t in (0.1, 0.25, 0.5) for s in range(4)]

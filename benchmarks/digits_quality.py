@@ -8,7 +8,7 @@ equal AST's; r_eq is computed from AST's measured totals:
     r_eq = AST's counted FLOPs / (samples seen x forward+backward FLOPs per sample)
 
 Runs (3 seeds each): full; random and ast at r in {0.2, 0.3, 0.5}; random at r_eq(r); one extra AST variant
-(default: loss-only scores, ast.entropy_weight=0). Each run is `astlab.train.train` on configs/digits_ast.yaml with
+(default: loss-only scores, ast.entropy_weight=0). Each run is `astlab.lab.train.train` on configs/digits_ast.yaml with
 overrides, in this process (no subprocesses), torch threads set explicitly. Reported: final-epoch validation
 accuracy (best-epoch too), counted GFLOPs, training seconds (evaluation and checkpoint writes excluded) and wall
 seconds, mean +- std over seeds, and a verdict: does AST beat random at equal compute?
@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))   # run from a checkout without installing
 
-from astlab.train import versions, device_info
+from astlab.lab.train import versions, device_info
 from common import git_state, Quiet, mean_std, cpu_model, train_run
 
 HP = dict(

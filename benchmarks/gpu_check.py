@@ -32,7 +32,7 @@ def astlab_run(tmp:Path) -> list:
     exe = Path(PY).parent/'astlab-run'
     if exe.exists(): return [str(exe)]
     tmp.mkdir(parents=True, exist_ok=True)
-    (script := tmp/'astlab_run.py').write_text("import sys\nfrom astlab.experiment import run_cli\nsys.exit(run_cli())\n")
+    (script := tmp/'astlab_run.py').write_text("import sys\nfrom astlab.lab.experiment import run_cli\nsys.exit(run_cli())\n")
     return [PY, str(script)]
 
 def steps(tmp:Path) -> list:
@@ -69,7 +69,7 @@ if __name__ == '__main__':
 
     import torch
     sys.path.insert(0, str(ROOT))
-    from astlab.train import versions, device_info
+    from astlab.lab.train import versions, device_info
     tmp = Path(tempfile.mkdtemp(prefix='astlab-gpu-check-'))
     started, t0, out = datetime.now(timezone.utc).isoformat(timespec='seconds'), time.perf_counter(), {}
     env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'PYTHONPATH': f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}

@@ -3,10 +3,10 @@
 Runs unchanged on any CUDA GPU, Kaggle's included: ResNet-50 (random init, 1000 classes), 224 px, bf16 autocast
 (fp16 + GradScaler on GPUs without native bf16, e.g. T4/P100, recorded), channels_last, synthetic data already on
 the GPU (so the loader is never the bottleneck). Each method trains through the library (a `Learner` with
-`SelectionCB`, as `astlab.train` builds it; AST also with `backward_batch` = B, Selective Backprop's full-size
+`SelectionCB`, as `astlab.lab.train` builds it; AST also with `backward_batch` = B, Selective Backprop's full-size
 backprop batches) for warm-up epochs and then timed epochs of a fixed number of steps;
 reported: training images/s (samples seen per second: AST still scores every image), median over the timed epochs
-timed with CUDA events; NVML joules per epoch (`astlab.meters.EnergyMeter`; a labelled TDP proxy where the board has
+timed with CUDA events; NVML joules per epoch (`astlab.engine.meters.EnergyMeter`; a labelled TDP proxy where the board has
 no energy counter); and the measured pieces of a step: t_score (no-grad forward, whole batch), t_fb(k) (forward +
 backward on k images, measured at every k used: the batch and round(r*B)) and t_opt (one optimiser step, whose cost
 does not shrink with r). `model_images_per_s` = B / (t_score + t_fb(round(r*B)) + t_opt) is a *model* (the sum of
@@ -64,15 +64,15 @@ if not torch.cuda.is_available() and not args.dry_run:
     sys.exit(0)
 
 try:
-    from astlab.models import create_model
-    from astlab.learner import Learner, Callback
-    from astlab.sparse import SelectionCB
-    from astlab.selection import make_selector
-    from astlab.significance import get_scorer
-    from astlab.meters import EnergyMeter, Timer, count_flops
+    from astlab.engine.models import create_model
+    from astlab.engine.learner import Learner, Callback
+    from astlab.methods.per_batch import SelectionCB
+    from astlab.core.selection import make_selector
+    from astlab.core.significance import get_scorer
+    from astlab.engine.meters import EnergyMeter, Timer, count_flops
     from astlab.config import load_config
-    from astlab.learner import CancelFitException
-    from astlab.train import train, versions, device_info, resolve_amp
+    from astlab.engine.learner import CancelFitException
+    from astlab.lab.train import train, versions, device_info, resolve_amp
 except ImportError as e:
     print(f"cannot import astlab ({e}): run from the repository root after `pip install -e .` (or install the wheel)")
     sys.exit(1)

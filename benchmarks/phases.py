@@ -3,7 +3,7 @@
 The issue behind this script: on a 2-class ImageFolder of PNG crops (resnet18, 64 px, batch 128, r = 0.25,
 `num_workers: 0`) fresh AST's step took 0.88x full's where the compute model says (1 + 3r)/3 = 0.58x. Every run here
 records `phase_s` (data wait + decode, score pass, train pass, optimiser, evaluation, checkpoint writes; see
-`astlab.meters.PhaseTimer`), so the gap can be split: the step-time ratio over the compute phases alone (score +
+`astlab.engine.meters.PhaseTimer`), so the gap can be split: the step-time ratio over the compute phases alone (score +
 train + optimiser) against the ratio with the data phase included. Decoding a PNG costs the same whether the sample is
 then trained or only scored, so with `num_workers: 0` the data phase does not shrink with r; with workers it overlaps
 the compute. Stale scoring loads only the drawn samples (its loader's sampler holds the epoch's draw).
@@ -27,8 +27,8 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))   # run from a checkout without installing
 from astlab.config import load_config
-from astlab.train import train, versions, device_info
-from astlab.meters import history_rows
+from astlab.lab.train import train, versions, device_info
+from astlab.engine.meters import history_rows
 from common import git_state, cpu_model, measure, Quiet, png_folder, provenance, write_json
 
 HP = dict(model='resnet18', image_px=64, batch_size=128, images=1024, epochs=2, rate=0.25, workers=(0, 2), threads=2)

@@ -19,10 +19,10 @@ import torch, torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import git_state, cpu_model
 from astlab.config import load_config
-from astlab.data import get_dataloaders
-from astlab.models import create_model
-from astlab.selection import make_selector, SelectionState
-from astlab.significance import get_scorer
+from astlab.engine.data import get_dataloaders
+from astlab.engine.models import create_model
+from astlab.core.selection import make_selector, SelectionState
+from astlab.core.significance import get_scorer
 
 # ---------------------------------------------------------------------------------------------------- Setup
 HP = dict(target=0.25,        # kept fraction every selector aims for

@@ -34,17 +34,17 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))   # run from a checkout without installing
 
 from astlab.config import load_config
-from astlab.models import create_model
-from astlab.selection import make_selector
-from astlab.significance import get_scorer
-from astlab.learner import Learner, Callback, CancelFitException
-from astlab.sparse import SelectionCB
-from astlab.meters import flops_per_sample
-from astlab.train import train, make_optimizer, seed_everything, versions, device_info
+from astlab.engine.models import create_model
+from astlab.core.selection import make_selector
+from astlab.core.significance import get_scorer
+from astlab.engine.learner import Learner, Callback, CancelFitException
+from astlab.methods.per_batch import SelectionCB
+from astlab.engine.meters import flops_per_sample
+from astlab.lab.train import train, make_optimizer, seed_everything, versions, device_info
 from common import git_state, busy_s, measure, cpu_model
 
 HP = dict(
-    model='resnet18_cifar',       # astlab.models name: CIFAR ResNet-18 (11.2 M params, 3x3 stem, no max-pool)
+    model='resnet18_cifar',       # astlab.engine.models name: CIFAR ResNet-18 (11.2 M params, 3x3 stem, no max-pool)
     image_size=32,                # pixels, square
     batch_size=128,               # samples per step (B)
     num_classes=10,

@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))   # run from a checkout without installing
 
-from astlab.train import versions, device_info
+from astlab.lab.train import versions, device_info
 from common import git_state, Quiet, mean_std, cpu_model, train_run
 
 VARIANTS = {   # label: (overrides, what it is)

@@ -1,5 +1,5 @@
 """A test helper shared by the resume tests: stop a fit mid-epoch the way the wall-clock cap or a signal does."""
-from astlab.learner import Callback, CancelFitException
+from astlab.engine.learner import Callback, CancelFitException
 
 
 class StopAt(Callback):

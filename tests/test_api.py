@@ -5,8 +5,8 @@ import os, socket, subprocess, sys, textwrap, warnings
 import pytest, torch, torch.nn.functional as F
 
 from astlab.config import load_config
-from astlab.learner import Callback
-import astlab.train as T
+from astlab.engine.learner import Callback
+import astlab.lab.train as T
 
 ARGS = ["dataset.num_samples=256", "dataset.image_size=16", "training.epochs=2", "training.batch_size=32", "model.name=resnet_tiny",
         "training.device=cpu", "training.progress=false", "ast.target_activation=0.25"]
@@ -15,7 +15,7 @@ ARGS = ["dataset.num_samples=256", "dataset.image_size=16", "training.epochs=2",
 def test_public_names():
     import astlab
     from astlab import SparseStep, PrunedDataset
-    from astlab.api import SparseStep as S, PrunedDataset as P
+    from astlab.core.api import SparseStep as S, PrunedDataset as P
     assert SparseStep is S and PrunedDataset is P and set(astlab.__all__) >= {"SparseStep", "PrunedDataset"}
     with pytest.raises(AttributeError): astlab.NoSuchThing
 
@@ -38,10 +38,10 @@ def user_loop(cfg):
     `sampler.set_epoch(epoch)` as it would for a `DistributedSampler`; without it every epoch replays epoch 0's order
     and the loop parts from astlab-run at the first batch of epoch 2."""
     from astlab import SparseStep
-    from astlab.data import get_dataloaders
-    from astlab.models import create_model
-    from astlab.meters import flops_per_sample
-    from astlab.learner import LRSchedCB
+    from astlab.engine.data import get_dataloaders
+    from astlab.engine.models import create_model
+    from astlab.engine.meters import flops_per_sample
+    from astlab.engine.learner import LRSchedCB
     t, a, rows = cfg.training, cfg.ast, []
     T.seed_everything(t.seed)
     train_dl, _, bundle = get_dataloaders(cfg, device=torch.device("cpu"))
@@ -114,7 +114,7 @@ def test_backward_only_on_the_selected_samples():
 def test_weights_come_from_the_selectors_last_weights():
     "A selector that reweights (CONTRACTS: `last_weights`) hands the selected samples' weights to the loop."
     from astlab import SparseStep
-    from astlab.selection import TopKSelector
+    from astlab.core.selection import TopKSelector
     class Weighted(TopKSelector):
         def select(self, scores, state):
             m = super().select(scores, state); self.last_weights = 1 + torch.arange(state.n, dtype=torch.float); return m
@@ -128,13 +128,13 @@ def test_weights_come_from_the_selectors_last_weights():
 
 def test_methods_by_name_and_unknown_method():
     from astlab import SparseStep
-    from astlab.selection import SELECTORS
+    from astlab.core.selection import SELECTORS
     model = torch.nn.Linear(5, 3)
     for m in SELECTORS:
         if getattr(SELECTORS[m], "needs_table", False):          # epoch-level (infobatch, rs2): PrunedDataset's job
             with pytest.raises(ValueError, match="PrunedDataset"): SparseStep(model, method=m)
         else: assert SparseStep(model, method=m).selector.name == m
-    from astlab.selection import Selector
+    from astlab.core.selection import Selector
     class Epochly(Selector): name, needs_table = "epochly", True
     with pytest.raises(ValueError, match="PrunedDataset"): SparseStep(model, method=Epochly())
     with pytest.raises(ValueError, match="unknown selection method"): SparseStep(model, method="nope")
@@ -144,7 +144,7 @@ def test_methods_by_name_and_unknown_method():
 def test_pruned_dataset_draws_with_the_infobatch_selector():
     "InfoBatch's rule lives in one place: a PrunedDataset epoch is InfoBatchSelector's draw (mask, weights, annealing)."
     from astlab import PrunedDataset
-    from astlab.selection import InfoBatchSelector
+    from astlab.core.selection import InfoBatchSelector
     v = torch.rand(200, generator=torch.Generator().manual_seed(1))      # 97 below the mean: fewer than 1 - target
     for prune in (None, 0.3):
         ds = PrunedDataset(list(range(200)), target=0.5, prune=prune, epochs=4, delta=0.5, shuffle=False)

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest, torch, torch.nn.functional as F
 
-from astlab.checkpoint import load_checkpoint
+from astlab.engine.checkpoint import load_checkpoint
 from astlab.config import load_config
-from astlab.learner import Callback
-from astlab.meters import history_rows
-from astlab.sparse import SelectionCB
-from astlab.train import train
+from astlab.engine.learner import Callback
+from astlab.engine.meters import history_rows
+from astlab.methods.per_batch import SelectionCB
+from astlab.lab.train import train
 from stops import StopAt
 
 TINY = ['dataset.num_samples=320', 'dataset.image_size=16', 'training.batch_size=32', 'model.name=resnet_tiny',
@@ -100,11 +100,11 @@ def test_resume_mid_queue_equals_the_straight_run(tmp_path):
 def test_user_gather_loop_is_bit_identical_to_astlab_run(tmp_path):
     "A user's loop with `step.gather` reproduces astlab-run with ast.backward_batch=full: one implementation."
     from astlab import SparseStep
-    from astlab.data import get_dataloaders
-    from astlab.models import create_model
-    from astlab.meters import flops_per_sample
-    from astlab.learner import LRSchedCB
-    import astlab.train as T
+    from astlab.engine.data import get_dataloaders
+    from astlab.engine.models import create_model
+    from astlab.engine.meters import flops_per_sample
+    from astlab.engine.learner import LRSchedCB
+    import astlab.lab.train as T
     cfg = cfg_for(tmp_path, 'ast.backward_batch=full')
     res = quiet(cfg, extra_cbs=(rec := Passes(),))
     t, a = cfg.training, cfg.ast
@@ -144,7 +144,7 @@ def test_select_returns_none_while_gathering_and_train_batches_flushes():
 
 def test_epoch_level_methods_ignore_it_with_a_warning_so_compare_can_set_it_for_all():
     "astlab-compare's `--set ast.backward_batch=full` reaches its RS2 / InfoBatch controls too: ignored there, said once."
-    from astlab.preflight import ignored_settings
+    from astlab.engine.preflight import ignored_settings
     for ov in (['ast.method=rs2'], ['ast.method=infobatch'], ['ast.scoring=stale']):
         cfg = load_config(overrides=[*ov, 'ast.backward_batch=full'], env_file=None)
         assert any(s.startswith("ast.backward_batch='full'") for s in ignored_settings(cfg)), ov

@@ -6,9 +6,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import pytest, torch
 from astlab.config import load_config, ConfigError
-from astlab.data import get_datasets
-from astlab.train import train
-from astlab.meters import history_rows
+from astlab.engine.data import get_datasets
+from astlab.lab.train import train
+from astlab.engine.meters import history_rows
 
 BASE = ['model.name=resnet_tiny', 'dataset.type=digits', 'dataset.image_size=8', 'dataset.num_samples=300',
         'training.batch_size=32', 'training.device=cpu', 'training.progress=false', 'training.lr=0.05',

@@ -23,10 +23,10 @@ import pytest
 import torch
 from PIL import Image
 
-import astlab.train as T
+import astlab.lab.train as T
 from astlab.config import load_config
-from astlab.experiment import build_config
-from astlab.meters import history_rows
+from astlab.lab.experiment import build_config
+from astlab.engine.meters import history_rows
 
 BIN = Path(sys.executable).parent
 SECRET = "hf_secretvalue123"

@@ -2,12 +2,12 @@
 writes compare.json / compare.md / compare.png with the promised schema, and a second call skips every finished run.
 
 Tiny: 192 digits at 8 px, resnet_tiny, 1 epoch, 1 seed. The calibration math, the statistics and the verdict logic are
-tested in nbs/14_compare.ipynb on synthetic numbers."""
+tested in nbs/lab/14_compare.ipynb on synthetic numbers."""
 import json, os, subprocess, sys
 from pathlib import Path
 import pytest
 
-LAUNCHER = "import sys\nfrom astlab.compare import compare_cli\nsys.exit(compare_cli())\n"   # what pip's console script does
+LAUNCHER = "import sys\nfrom astlab.lab.compare import compare_cli\nsys.exit(compare_cli())\n"   # what pip's console script does
 TINY = ["model.name=resnet_tiny", "dataset.image_size=8", "dataset.num_samples=192", "training.batch_size=32",
         "training.epochs=1", "training.device=cpu", "training.warmup_epochs=0"]
 ROW_KEYS = {"method", "role", "budget", "seed", "best_accuracy", "final_accuracy", "flops_ratio", "wall_ratio",
@@ -95,14 +95,14 @@ def test_tiny_comparison_schema_and_resume(tmp_path):
     rc, stdout, err = finish(start(tmp_path, *args))
     assert rc == 2 and "training.lr: 0.5 in the results" in err and len(err.strip().splitlines()) == 1, err[-2000:]
     # the report of the folder gets the comparison's section
-    from astlab.analysis import write_report
+    from astlab.lab.analysis import write_report
     page = write_report(out).read_text()
     assert "Equal-compute comparison" in page
 
 
 def test_folds_pair_seed_and_fold_and_evaluate_every_image_once(tmp_path):
     "--folds 2: every job runs once per (seed, fold); the verdict pairs them; the two folds validate disjoint halves."
-    from astlab.compare import compare
+    from astlab.lab.compare import compare
     out = tmp_path/"folds"
     rep = compare(None, [0.5], ["topk"], seeds=1, out=out, overrides=TINY, baselines=("random",), folds=2, log=lambda s: None)
     rows = rep["rows"]

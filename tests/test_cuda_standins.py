@@ -6,9 +6,9 @@ import math, sys, types
 import pytest, torch
 from torch import nn
 
-from astlab.learner import Learner, Callback
-from astlab.sparse import SelectionCB
-from astlab.selection import make_selector
+from astlab.engine.learner import Learner, Callback
+from astlab.methods.per_batch import SelectionCB
+from astlab.core.selection import make_selector
 
 
 def _batches(n=256, bs=32, seed=0, shape=(3, 8, 8), classes=10):
@@ -97,7 +97,7 @@ def test_ast_step_under_cpu_autocast(dtype):
                                         ((8, 9), torch.bfloat16), ((9, 0), torch.bfloat16)])
 def test_amp_is_chosen_on_compute_capability(monkeypatch, cap, dtype):
     "A T4 (sm75) reports emulated bf16 as supported; it must get fp16 + GradScaler, sm80+ native bf16."
-    from astlab.train import resolve_amp
+    from astlab.lab.train import resolve_amp
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: True)
     monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda device=None: cap)
@@ -107,7 +107,7 @@ def test_amp_is_chosen_on_compute_capability(monkeypatch, cap, dtype):
 
 
 def test_gpu_benchmark_uses_the_trainers_amp_rule():
-    "benchmarks/gpu_resnet50.py decides bf16/fp16 with astlab.train.resolve_amp, not a rule of its own."
+    "benchmarks/gpu_resnet50.py decides bf16/fp16 with astlab.lab.train.resolve_amp, not a rule of its own."
     import ast
     from pathlib import Path
     src = (Path(__file__).parent.parent/'benchmarks'/'gpu_resnet50.py').read_text()
@@ -122,7 +122,7 @@ def test_gpu_benchmark_uses_the_trainers_amp_rule():
 
 def test_nvml_handle_by_uuid(monkeypatch):
     "torch knows the GPU's UUID: the handle comes from nvmlDeviceGetHandleByUUID('GPU-<uuid>'), not the CUDA index."
-    from astlab.meters import EnergyMeter
+    from astlab.engine.meters import EnergyMeter
     calls, counter = [], iter([1_000, 50_000, 57_500])
     nv = types.ModuleType('pynvml')
     nv.nvmlInit = lambda: calls.append('init')
@@ -154,7 +154,7 @@ def _cfg(tmp_path, *overrides):
 
 def test_sb_through_the_config_trains_at_the_target(tmp_path):
     "ast.method=sb with target 0.25 and no sb_beta: beta = 1/0.25 - 1 = 3 and the realised rate is ~0.25 (was 0.5)."
-    from astlab.train import train
+    from astlab.lab.train import train
     cfg = _cfg(tmp_path, 'ast.method=sb', 'ast.target_activation=0.25', 'training.epochs=3', 'ast.sb_history=64')
     assert cfg.ast.sb_beta is None
     class Grab(Callback):
@@ -181,8 +181,8 @@ class Shapes(Callback):
 
 def test_channels_last_through_train_on_cpu(tmp_path):
     "training.channels_last=true is honoured on CPU (it used to be CUDA-only); the default stays CUDA-only."
-    from astlab.train import train
-    from astlab.checkpoint import _module
+    from astlab.lab.train import train
+    from astlab.engine.checkpoint import _module
     rec = Shapes()
     res = train(_cfg(tmp_path, 'training.channels_last=true'), log=lambda *a: None, extra_cbs=(rec,))
     assert rec.cl and all(rec.cl) and res['complete']
@@ -197,7 +197,7 @@ def test_compile_through_train_on_cpu_with_bounded_recompiles(tmp_path):
     "training.compile=true with the aot_eager backend compiles on CPU; varying subset sizes cost a bounded number of graphs."
     import torch._dynamo
     from torch._dynamo.utils import counters
-    from astlab.train import train
+    from astlab.lab.train import train
     torch._dynamo.reset(); counters.clear()
     rec = Shapes()
     res = train(_cfg(tmp_path, 'training.compile=true', 'training.compile_backend=aot_eager', 'training.epochs=2'),

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from astlab.config import config_from_dict
-from astlab.data import (BadImageWarning, DataBundle, DataError, IndexedDataset, collate_indexed, describe,
+from astlab.engine.data import (BadImageWarning, DataBundle, DataError, IndexedDataset, collate_indexed, describe,
                          get_dataloaders, get_datasets, stratified_pick)
 
 
@@ -341,7 +341,7 @@ def test_hf_missing_path_and_offline_hub(hf, tmp_path, monkeypatch):
 # ---------------------------------------------------------------- dataset.redundancy and dataset.folds
 
 def test_redundancy_copies_are_shifted_share_labels_and_inherit_noise():
-    from astlab.data import copy_shifts, shift_image
+    from astlab.engine.data import copy_shifts, shift_image
     K = 3
     src = get_datasets(cfg_of(type="digits", image_size=8, num_samples=200, label_noise=0.2))
     b = get_datasets(cfg_of(type="digits", image_size=8, num_samples=200, label_noise=0.2, redundancy=K))
@@ -410,7 +410,7 @@ def test_folds_with_noise_and_copies_never_train_a_validation_image():
 
 
 def test_folds_validate_with_the_validation_transform(tmp_path):
-    from astlab.data import _rgb, val_transform
+    from astlab.engine.data import _rgb, val_transform
     root = write_folder(tmp_path / "pets", n=6)
     b = get_datasets(cfg_of(type="folder", train_dir=str(root), image_size=16, val_fraction=0.17, folds=3, fold=2,
                             redundancy=2))
@@ -455,7 +455,7 @@ def test_fold_errors_name_the_key():
 @pytest.mark.parametrize("extra", [["dataset.redundancy=2", "dataset.label_noise=0.2"], ["dataset.folds=5", "dataset.fold=1"]])
 def test_one_epoch_train_with_folds_or_redundancy(tmp_path, extra):
     from astlab.config import load_config
-    from astlab.train import train
+    from astlab.lab.train import train
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

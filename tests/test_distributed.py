@@ -11,12 +11,12 @@ ARGS = ['dataset.num_samples=320', 'training.batch_size=32', 'model.name=resnet_
 WORKER = textwrap.dedent('''
     import json, sys, torch
     from astlab.config import load_config
-    from astlab.learner import Callback
-    from astlab.sparse import SelectionCB
-    from astlab.train import train
-    from astlab.checkpoint import _module
-    from astlab.distributed import rank
-    from astlab.meters import history_rows
+    from astlab.engine.learner import Callback
+    from astlab.methods.per_batch import SelectionCB
+    from astlab.lab.train import train
+    from astlab.engine.checkpoint import _module
+    from astlab.core.distributed import rank
+    from astlab.engine.meters import history_rows
     class Thresholds(Callback):
         order = 100
         def before_fit(self): self.t, self.k = [], []
@@ -25,7 +25,7 @@ WORKER = textwrap.dedent('''
     rec = Thresholds()
     out, overrides = sys.argv[1], sys.argv[2:]
     res = train(load_config(overrides=overrides), log=lambda *a: None, extra_cbs=(rec,))
-    from astlab.train import HistoryCB
+    from astlab.lab.train import HistoryCB
     local_j = rec.learn.cb(HistoryCB).meter._energy_last_j        # this rank's own energy (proxy), not reduced
     torch.save(dict(thresholds=rec.t, trained=rec.k, model=_module(rec.learn.model).state_dict(),
                     world=res['world_size'], history=history_rows(res), local_j=local_j,
@@ -80,9 +80,9 @@ def test_torchrun_cli_writes_one_result_and_prints_one_summary(tmp_path):
 COUNT_WORKER = textwrap.dedent('''
     import collections, json, sys, torch.distributed as dist
     from astlab.config import load_config
-    from astlab.learner import Callback
-    from astlab.train import train
-    from astlab.distributed import rank
+    from astlab.engine.learner import Callback
+    from astlab.lab.train import train
+    from astlab.core.distributed import rank
     calls, state = collections.Counter(), dict(phase='setup', batches=0)
     for name in ('all_reduce', 'broadcast', 'all_gather', 'all_gather_into_tensor', 'reduce_scatter_tensor', 'barrier',
                  'all_gather_object', 'broadcast_object_list'):
@@ -125,8 +125,8 @@ def test_one_collective_per_batch(tmp_path, extra):
 def _group_worker(r, port1, port2, out):
     import torch.distributed as dist
     from torch import nn
-    import astlab.distributed as D
-    from astlab.learner import Learner, Callback
+    import astlab.core.distributed as D
+    from astlab.engine.learner import Learner, Callback
     res = {}
     # 1. a group with nccl's device map (cuda only), made with gloo so it runs on CPU
     dist.init_process_group('cuda:gloo', init_method=f'tcp://127.0.0.1:{port1}', rank=r, world_size=2)
@@ -163,7 +163,7 @@ def _global_data():
 def test_collectives_use_the_groups_device_and_ddp_matches_one_process(tmp_path):
     import torch.multiprocessing as mp
     from torch import nn
-    from astlab.learner import Learner
+    from astlab.engine.learner import Learner
     mp.spawn(_group_worker, args=(free_port(), free_port(), str(tmp_path)), nprocs=2)
     a, b = (torch.load(tmp_path/f'group{r}.pt', weights_only=True) for r in range(2))
     for res in (a, b):
@@ -184,11 +184,11 @@ def test_collectives_use_the_groups_device_and_ddp_matches_one_process(tmp_path)
 
 def test_every_collective_passes_the_learners_device(monkeypatch):
     "With the group's default device poisoned ('meta'), every collective of a training run still lands on the learner's device."
-    import astlab.distributed as D, astlab.learner as LM
+    import astlab.core.distributed as D, astlab.engine.learner as LM
     from torch import nn
-    from astlab.learner import Learner, TimeLimitCB, SignalCB, NonFiniteCB
-    from astlab.sparse import SelectionCB
-    from astlab.selection import make_selector
+    from astlab.engine.learner import Learner, TimeLimitCB, SignalCB, NonFiniteCB
+    from astlab.methods.per_batch import SelectionCB
+    from astlab.core.selection import make_selector
     seen = []
     def fake_all_reduce(t, *a, **k):        # two identical ranks
         seen.append(t.device); t.mul_(2)
@@ -214,9 +214,9 @@ def _gather_worker(r, port, out):
     "2 ranks, AST with backward batches of 8: record which samples each rank selects and which each train pass trains."
     import torch.distributed as dist
     from torch import nn
-    from astlab.learner import Learner, Callback
-    from astlab.sparse import SelectionCB
-    from astlab.selection import make_selector
+    from astlab.engine.learner import Learner, Callback
+    from astlab.methods.per_batch import SelectionCB
+    from astlab.core.selection import make_selector
     torch.set_num_threads(1)
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=r, world_size=2)
     x, y = _gather_data()
@@ -247,7 +247,7 @@ def test_ddp_backward_batches_match_one_process_on_the_global_passes(tmp_path):
     "Both ranks train in the same batches, each selected sample once; the weights equal one process on the global passes."
     import torch.multiprocessing as mp
     from torch import nn
-    from astlab.learner import Learner
+    from astlab.engine.learner import Learner
     mp.spawn(_gather_worker, args=(free_port(), str(tmp_path)), nprocs=2)
     a, b = (torch.load(tmp_path/f'gather{r}.pt', weights_only=True) for r in range(2))
     assert a['thr'] == b['thr']                                          # one global controller
@@ -269,9 +269,9 @@ def _stop_worker(r, port, out):
     "Stop a 2-rank gathering fit mid-queue: the checkpoint state (written by rank 0) gives every rank its own queue back."
     import torch.distributed as dist
     from torch import nn
-    from astlab.learner import Learner, Callback, CancelFitException
-    from astlab.sparse import SelectionCB
-    from astlab.selection import make_selector
+    from astlab.engine.learner import Learner, Callback, CancelFitException
+    from astlab.methods.per_batch import SelectionCB
+    from astlab.core.selection import make_selector
     torch.set_num_threads(1)
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=r, world_size=2)
     x, y = _gather_data()

@@ -15,8 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 
-from astlab.experiment import build_config, sweep
-from astlab.train import train
+from astlab.lab.experiment import build_config, sweep
+from astlab.lab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -86,8 +86,8 @@ def test_cli_no_progress_prints_epoch_lines(tmp_path):
 
 KERNEL_CELL = """
 import sys, json
-from astlab.experiment import build_config
-from astlab.train import train
+from astlab.lab.experiment import build_config
+from astlab.lab.train import train
 if {no_widgets}: sys.modules['ipywidgets'] = None     # as in a kernel without ipywidgets
 res = train(build_config(None, {tiny!r} + ['logging.output_dir={out}', 'logging.run_name={name}']), progress=True)
 """

@@ -5,7 +5,7 @@ import pytest
 
 
 def test_resume_command_redacts_secret_keys_and_secret_values(monkeypatch):
-    from astlab.train import resume_command
+    from astlab.lab.train import resume_command
     monkeypatch.setenv("HF_TOKEN", "hf_sekrit1234")
     argv = ["/venv/bin/astlab-run", "--config", "c.yaml", "--set", "dataset.name=org/hf_sekrit1234",
             "hub.api_key=plainvalue", "training.lr=0.1", "--resume", "old.pt"]
@@ -15,8 +15,8 @@ def test_resume_command_redacts_secret_keys_and_secret_values(monkeypatch):
 
 
 def test_second_ctrl_c_prints_the_resume_command(tmp_path, capsys):
-    from astlab.experiment import build_config, _guard
-    from astlab.train import train, LAST_RUN
+    from astlab.lab.experiment import build_config, cli_guard
+    from astlab.lab.train import train, LAST_RUN
     cfg = build_config(None, ["model.name=resnet_tiny", "dataset.image_size=8", "dataset.num_samples=64",
                               "training.batch_size=32", "training.epochs=1", "training.device=cpu",
                               f"logging.output_dir={tmp_path}", "training.progress=false"])
@@ -25,18 +25,18 @@ def test_second_ctrl_c_prints_the_resume_command(tmp_path, capsys):
     try:
         train(cfg, log=lambda *a: None)
         def interrupted(): raise KeyboardInterrupt
-        assert _guard(interrupted) == 130
+        assert cli_guard(interrupted) == 130
     finally: sys.argv = old
     err = capsys.readouterr().err
     assert LAST_RUN["checkpoint"].exists()
     assert "interrupted; resume from its last checkpoint with: astlab-run --config c.yaml --resume auto" in err, err
     LAST_RUN["checkpoint"] = tmp_path/"nowhere.pt"
-    _guard(interrupted)
+    cli_guard(interrupted)
     assert "before the first checkpoint" in capsys.readouterr().err
 
 
 def test_results_table_needs_no_path_when_the_run_is_named():
-    from astlab.analysis import results_table
+    from astlab.lab.analysis import results_table
     r = dict(run_name="r1", method="ast", target_activation=0.25, best_accuracy=0.9, epochs_completed=1,
              total_time_hours=0.01, training_history=dict(epoch=[1], val_acc=[0.9], activation_rate=[0.25]))
     assert results_table([r]).run.tolist() == ["r1"]

@@ -14,8 +14,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from astlab.config import load_config
-from astlab.learner import Callback
-from astlab.train import train
+from astlab.engine.learner import Callback
+from astlab.lab.train import train
 
 SYNC_OPS = {'aten::_local_scalar_dense', 'aten::nonzero', 'aten::nonzero_static', 'aten::masked_select',
             'aten::is_nonzero', 'aten::equal'}

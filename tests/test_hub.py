@@ -12,8 +12,8 @@ from huggingface_hub import constants
 from huggingface_hub.utils import _http
 
 from astlab.config import load_config
-from astlab.train import train
-from astlab.hub import PushError, push, push_cli, stage_run
+from astlab.lab.train import train
+from astlab.integrations.hub import PushError, push, push_cli, stage_run
 
 SECRET, OTHER = "hf_TESTsecretTOKEN0123456789", "kaggleKEYsecret987654321"
 
@@ -109,7 +109,7 @@ def test_token_from_dotenv(run_dir, fake_hub, monkeypatch, tmp_path):
 
 def test_missing_token_exits_2(run_dir, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
-    (tmp_path/"astlab-push").write_text("from astlab.hub import push_cli\npush_cli()\n")   # what the console script runs
+    (tmp_path/"astlab-push").write_text("from astlab.integrations.hub import push_cli\npush_cli()\n")   # what the console script runs
     r = subprocess.run([sys.executable, str(tmp_path/"astlab-push"), "--run", str(run_dir),
                         "--repo", "me/ast-run", "--env-file", str(tmp_path/"none.env")],
                        capture_output=True, text=True, env=env, timeout=120)

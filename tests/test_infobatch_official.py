@@ -3,7 +3,7 @@
 `OfficialIBSampler` transcribes the epoch logic of `IBSampler` in NUS-HPC-AI-Lab/InfoBatch (infobatch/infobatch.py):
 `reset()` runs once in `__init__` and once per `__iter__` (one per epoch); it prunes while `iterations <= stop_prune`
 (= num_epochs * delta) and trains on everything after, then counts `iterations += 1`. Only the prune-or-full decision
-is transcribed; the draw itself is checked in nbs/03_selection.ipynb."""
+is transcribed; the draw itself is checked in nbs/core/03_selection.ipynb."""
 import pytest, torch
 
 
@@ -28,7 +28,7 @@ def official_full_epochs(E, delta):
 
 @pytest.mark.parametrize("delta", [0.5, 0.7, 0.8, 0.875, 0.9, 1.0])
 def test_annealing_epochs_match_the_reference_sampler(delta):
-    from astlab.selection import InfoBatchSelector
+    from astlab.core.selection import InfoBatchSelector
     from astlab import PrunedDataset
     for E in range(1, 41):
         ref = official_full_epochs(E, delta)
@@ -40,10 +40,10 @@ def test_annealing_epochs_match_the_reference_sampler(delta):
 
 def test_a_run_anneals_on_the_reference_epochs_and_compare_counts_them(tmp_path):
     "Through train(): the last epoch of an 8-epoch InfoBatch run is full, and the cost model counts it."
-    from astlab.experiment import build_config
-    from astlab.train import train
-    from astlab.compare import cost_model
-    from astlab.meters import history_rows
+    from astlab.lab.experiment import build_config
+    from astlab.lab.train import train
+    from astlab.lab.compare import cost_model
+    from astlab.engine.meters import history_rows
     ov = ["model.name=resnet_tiny", "dataset.image_size=8", "dataset.num_samples=256", "training.batch_size=32",
           "training.epochs=8", "training.device=cpu", "training.warmup_epochs=0", "ast.method=infobatch",
           f"logging.output_dir={tmp_path}", "training.progress=false"]

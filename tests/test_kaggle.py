@@ -280,7 +280,7 @@ def test_readme_kaggle_example_writes_to_a_scratch_folder():
 
 def test_local_path_origin_exits_2_with_the_alternatives(tmp_path):
     "A clone of a local folder has origin '/path': `git+/path@sha` is no pip spec, so say what to use instead."
-    from astlab.kaggle import default_install, KaggleError
+    from astlab.integrations.kaggle import default_install, KaggleError
     up = tmp_path/"upstream"; up.mkdir(); (up/"f").write_text("x")
     git("init", "-q", cwd=up); git("add", "-A", cwd=up); git("commit", "-qm", "c", cwd=up)
     git("clone", "-q", str(up), str(tmp_path/"clone"), cwd=tmp_path)

@@ -1,4 +1,4 @@
-"""`astlab.meters`: FLOP counts, the model left untouched, energy (NVML faked, proxy fallback), timing, run book-keeping."""
+"""`astlab.engine.meters`: FLOP counts, the model left untouched, energy (NVML faked, proxy fallback), timing, run book-keeping."""
 import json
 import sys
 import time
@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from astlab.meters import EnergyMeter, RunMeter, Timer, count_flops, flops_per_sample
-from astlab.models import create_model
+from astlab.engine.meters import EnergyMeter, RunMeter, Timer, count_flops, flops_per_sample
+from astlab.engine.models import create_model
 
 
 # ---- FLOPs ---------------------------------------------------------------------------------------------------------

@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest, torch
 
 from astlab.config import ConfigError, load_config
-from astlab.checkpoint import load_checkpoint
-from astlab.learner import Callback
-from astlab.train import train
-from astlab.meters import history_rows
+from astlab.engine.checkpoint import load_checkpoint
+from astlab.engine.learner import Callback
+from astlab.lab.train import train
+from astlab.engine.meters import history_rows
 from stops import StopAt
 
 TINY = ['dataset.num_samples=300', 'training.batch_size=32', 'model.name=resnet_tiny', 'training.epochs=3',

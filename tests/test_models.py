@@ -1,4 +1,4 @@
-"""`astlab.models`: small nets, torchvision/timm dispatch, pretrained heads (mocked: nothing is downloaded), name errors."""
+"""`astlab.engine.models`: small nets, torchvision/timm dispatch, pretrained heads (mocked: nothing is downloaded), name errors."""
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -12,7 +12,7 @@ import torchvision.models as tvm
 from torch import nn
 
 from astlab.config import ConfigError
-from astlab.models import SMALL_MODELS, CifarResNet, count_params, create_model
+from astlab.engine.models import SMALL_MODELS, CifarResNet, count_params, create_model
 
 
 @pytest.mark.parametrize("name", list(SMALL_MODELS))
@@ -121,7 +121,7 @@ def test_pretrained_torchvision_keeps_head_when_classes_match(fake_tv):
 
 def test_pretrained_head_replacement_keeps_backbone():
     "On real modules: the backbone's weights are untouched, the new head is fresh and on the same device/dtype."
-    from astlab.models import _replace_head
+    from astlab.engine.models import _replace_head
     net = tvm.get_model("resnet18", weights=None)
     before = {k: v.clone() for k, v in net.state_dict().items() if not k.startswith("fc.")}
     assert _replace_head(net, 1000, 3) == "fc"

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-import astlab.experiment as E
-import astlab.kaggle as K
-import astlab.tune as T
+import astlab.lab.experiment as E
+import astlab.integrations.kaggle as K
+import astlab.lab.tune as T
 from astlab.config import ConfigError, load_config
 
 BIN = Path(sys.executable).parent

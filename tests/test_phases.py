@@ -3,8 +3,8 @@ batches it ran, and evaluation's FLOPs reported apart (charged to no method) wit
 import pytest, torch
 
 from astlab.config import load_config
-from astlab.meters import history_rows
-from astlab.train import train
+from astlab.engine.meters import history_rows
+from astlab.lab.train import train
 from stops import StopAt
 
 ARGS = ['dataset.type=synthetic', 'dataset.num_samples=240', 'dataset.image_size=16', 'dataset.num_classes=4',

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pytest
 
-from astlab.analysis import plot_run, plot_traces, results_table, run_panels, plot_comparison, plot_pareto
+from astlab.lab.analysis import plot_run, plot_traces, results_table, run_panels, plot_comparison, plot_pareto
 
 ROOT = Path(__file__).resolve().parents[1]
 

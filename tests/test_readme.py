@@ -29,7 +29,7 @@ def test_layout_table_lists_every_notebook():
     text = (ROOT/'README.md').read_text()
     layout = text[text.index('## Layout'):]
     rows = [l.split('|')[1].strip().strip('`') for l in layout.splitlines() if l.startswith('| `')]
-    nbs = sorted(p.stem for p in (ROOT/'nbs').glob('*.ipynb') if p.stem != 'index' and not p.stem.startswith('_'))
+    nbs = sorted(p.stem for p in (ROOT/'nbs').rglob('*.ipynb') if p.stem != 'index' and not p.stem.startswith('_'))
     missing = [n for n in nbs if n not in rows and f'{n}.ipynb' not in rows]
     assert not missing, f"add these notebooks to the Layout table in nbs/index.ipynb: {missing}"
     assert rows[0] == '00a_tour'

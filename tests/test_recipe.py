@@ -4,9 +4,9 @@ import torch, torchvision
 from torchvision import transforms as T
 
 from astlab.config import load_config
-from astlab.data import train_transform
-from astlab.learner import Callback, CancelFitException
-from astlab.train import make_optimizer, scaled_lr, train
+from astlab.engine.data import train_transform
+from astlab.engine.learner import Callback, CancelFitException
+from astlab.lab.train import make_optimizer, scaled_lr, train
 
 
 def test_scale_lr_is_a_key_and_off_by_default():

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest, torch
 
 from astlab.config import load_config
-from astlab.checkpoint import load_checkpoint, CheckpointError
-from astlab.learner import Callback
-from astlab.train import train
-from astlab.meters import history_rows
+from astlab.engine.checkpoint import load_checkpoint, CheckpointError
+from astlab.engine.learner import Callback
+from astlab.lab.train import train
+from astlab.engine.meters import history_rows
 from stops import StopAt
 
 BIN = Path(sys.executable).parent

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from astlab.config import load_config
-from astlab.train import train
-from astlab.analysis import pareto_front, results_table, load_results
+from astlab.lab.train import train
+from astlab.lab.analysis import pareto_front, results_table, load_results
 
 BIN = Path(sys.executable).parent
 SECRET = "hf_reportsecret987"

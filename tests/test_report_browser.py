@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from astlab.analysis import write_report
+from astlab.lab.analysis import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))

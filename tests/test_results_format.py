@@ -1,16 +1,16 @@
 """The results file has the seed's layout (issue 11, item 5): `training_history` is a dict of lists, the seed's fields
-first; every reader goes through `astlab.meters.history_rows/history_columns`, so old row-style files still work."""
+first; every reader goes through `astlab.engine.meters.history_rows/history_columns`, so old row-style files still work."""
 import json, runpy, sys
 from pathlib import Path
 
 import pytest
 
-from astlab.analysis import results_table
+from astlab.lab.analysis import results_table
 from astlab.config import load_config
-from astlab.experiment import summarize
-from astlab.meters import SEED_HISTORY, history_rows
-from astlab.train import train
-from astlab.tune import objective_value
+from astlab.lab.experiment import summarize
+from astlab.engine.meters import SEED_HISTORY, history_rows
+from astlab.lab.train import train
+from astlab.lab.tune import objective_value
 
 BIN = Path(sys.executable).parent
 SEED = ['epoch', 'train_acc', 'val_acc', 'energy_savings', 'activation_rate', 'time_min', 'threshold', 'step_time_ms',

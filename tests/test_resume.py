@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from astlab.config import load_config
-from astlab.learner import Callback
-from astlab.train import train, checkpoint_dir
-from astlab.experiment import completed_results, sweep
-from astlab.meters import history_rows
+from astlab.engine.learner import Callback
+from astlab.lab.train import train, checkpoint_dir
+from astlab.lab.experiment import completed_results, sweep
+from astlab.engine.meters import history_rows
 
 BIN = Path(sys.executable).parent
 TINY = ['dataset.num_samples=300', 'training.batch_size=32', 'model.name=resnet_tiny', 'training.epochs=3',

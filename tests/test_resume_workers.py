@@ -2,15 +2,15 @@
 
 Restoring the loader's generator does not bring back what persistent workers had drawn, nor their augmentation RNG.
 The loaders therefore take their order from `(seed, epoch)` and seed every sample's augmentation from
-`(seed, epoch, index)` (`astlab.data.EpochSampler`), so a resumed run with fresh workers replays the same crops."""
+`(seed, epoch, index)` (`astlab.engine.data.EpochSampler`), so a resumed run with fresh workers replays the same crops."""
 from pathlib import Path
 
 import numpy as np, pytest, torch
 from PIL import Image
 
-from astlab.checkpoint import load_checkpoint
+from astlab.engine.checkpoint import load_checkpoint
 from astlab.config import load_config
-from astlab.train import train
+from astlab.lab.train import train
 from stops import StopAt
 
 
@@ -55,7 +55,7 @@ def test_resume_mid_epoch_with_workers_is_exact(folder, tmp_path, extra):
 
 def test_resumed_epoch_loads_only_the_batches_it_trains(tmp_path, monkeypatch):
     "A mid-epoch resume starts the sampler past the finished batches: they are not loaded (or decoded) again."
-    from astlab.data import IndexedDataset
+    from astlab.engine.data import IndexedDataset
     ov = ['dataset.type=digits', 'dataset.num_samples=200', 'dataset.image_size=8', 'model.name=resnet_tiny',
           'training.epochs=2', 'training.batch_size=16', 'training.num_workers=0', 'training.device=cpu',
           'training.progress=false', 'ast.target_activation=0.5', f'logging.output_dir={tmp_path}']

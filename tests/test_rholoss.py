@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest, torch
 
-import astlab.rholoss as rl
+import astlab.methods.rholoss as rl
 from astlab.config import ConfigError, load_config
-from astlab.data import get_datasets
-from astlab.meters import history_rows
+from astlab.engine.data import get_datasets
+from astlab.engine.meters import history_rows
 from test_methods import StopAt, final_weights, history, quiet, _one_thread   # _one_thread: autouse, one torch thread
 
 TINY = ['dataset.num_samples=300', 'training.batch_size=32', 'model.name=resnet_tiny', 'training.epochs=3',
@@ -65,8 +65,8 @@ def test_irreducible_loss_is_high_on_flipped_labels(tmp_path):
 
 
 def test_compare_accepts_rholoss_and_charges_the_aux_cost():
-    from astlab.compare import available_methods, check_inputs, cost_model, method_overrides
-    from astlab.experiment import build_config
+    from astlab.lab.compare import available_methods, check_inputs, cost_model, method_overrides
+    from astlab.lab.experiment import build_config
     assert 'rholoss' in available_methods()
     conf = 'configs/digits_compare.yaml'
     cost = lambda m, *ov: cost_model(build_config(conf, [*ov, *method_overrides(m, 0.5, 0.5)]))

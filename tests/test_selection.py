@@ -4,7 +4,7 @@ import io
 import pytest
 import torch
 
-from astlab.selection import (SELECTORS, ASTSelector, FullSelector, RandomSelector, SBSelector, SelectionState,
+from astlab.core.selection import (SELECTORS, ASTSelector, FullSelector, RandomSelector, SBSelector, SelectionState,
                               Selector, TopKSelector, enforce_min_active, make_selector)
 
 METHODS = list(SELECTORS)

@@ -1,10 +1,10 @@
-"""Numerics and contract of astlab.significance: shapes, dtypes, extreme and masked logits, errors."""
+"""Numerics and contract of astlab.core.significance: shapes, dtypes, extreme and masked logits, errors."""
 import math
 
 import pytest
 import torch
 
-from astlab.significance import SCORERS, entropy, get_scorer, margin, per_sample_loss, significance
+from astlab.core.significance import SCORERS, entropy, get_scorer, margin, per_sample_loss, significance
 
 HALF = [torch.float16, torch.bfloat16]
 

@@ -8,7 +8,7 @@ pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from astlab.config import load_config
-from astlab.train import train
+from astlab.lab.train import train
 
 ARGS = ["dataset.num_samples=128", "dataset.image_size=16", "training.epochs=2", "training.batch_size=32",
         "model.name=resnet_tiny", "training.device=cpu", "training.progress=false", "metrics.base_flop_per_sample=1e6"]
@@ -49,7 +49,7 @@ def test_off_by_default_and_a_clear_error_without_the_extra(tmp_path, monkeypatc
         if name.startswith("torch.utils.tensorboard"): raise ImportError("No module named 'tensorboard'")
         return real(name, *a, **k)
     monkeypatch.setattr(builtins, "__import__", no_tb)
-    from astlab.integrations.tensorboard import summary_writer
+    from astlab.lab.tensorboard import summary_writer
     with pytest.raises(ImportError, match=r"pip install 'astlab\[tensorboard\]'"): summary_writer(tmp_path)
 
 

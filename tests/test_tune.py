@@ -20,7 +20,7 @@ import pytest
 optuna = pytest.importorskip("optuna")
 
 from astlab.config import ConfigError, load_config
-from astlab.tune import tune
+from astlab.lab.tune import tune
 
 BIN = Path(sys.executable).parent
 TINY_YAML = """\

@@ -58,7 +58,7 @@ def test_wheel_installs_imports_and_runs_its_scripts(tmp_path):
     deps = [p for p in site.getsitepackages() if Path(p).is_dir()]
     (Path(purelib)/"_astlab_test_deps.pth").write_text("\n".join(deps) + "\n")
 
-    r = run(py, "-c", "import json, astlab, astlab.experiment, astlab.kaggle, astlab.imagenette; "
+    r = run(py, "-c", "import json, astlab, astlab.lab.experiment, astlab.integrations.kaggle, astlab.lab.imagenette; "
                       "print(json.dumps([astlab.__file__, astlab.__version__]))", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     path, version = json.loads(r.stdout.splitlines()[-1])

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-import astlab.data as D
+import astlab.engine.data as D
 from astlab.config import ConfigError, config_from_dict, load_config
-from astlab.data import get_dataloaders, resolve_num_workers
+from astlab.engine.data import get_dataloaders, resolve_num_workers
 
 
 def _folder(root, n=4, size=12):
@@ -71,7 +71,7 @@ def test_auto_on_a_mocked_cuda_device_uses_the_cpus(tmp_path, monkeypatch):
 
 def test_run_header_and_results_record_the_workers(tmp_path):
     "The run header says how many workers were chosen, and the results file records the resolved count."
-    from astlab.train import train
+    from astlab.lab.train import train
     lines = []
     res = train(_cfg(tmp_path), log=lines.append)
     header = next(l for l in lines if l.startswith('run '))
@@ -90,8 +90,8 @@ def test_run_header_and_results_record_the_workers(tmp_path):
 
 def test_cuda_loaders_pin_memory_and_their_copies_keep_it():
     "Batches for a CUDA device come from page-locked memory (so their copy can overlap compute); CPU batches do not."
-    from astlab.stale import IndexSampler, stale_loader
-    from astlab.train import shard_loaders
+    from astlab.methods.stale import IndexSampler, stale_loader
+    from astlab.lab.train import shard_loaders
     cfg = config_from_dict({'dataset': {'type': 'digits', 'num_samples': 100}, 'training': {'batch_size': 16}})
     for dev in ('cuda', 'cuda:1', torch.device('cuda', 0)):
         tr, va, _ = get_dataloaders(cfg, device=dev)
@@ -104,7 +104,7 @@ def test_cuda_loaders_pin_memory_and_their_copies_keep_it():
 
 def test_batch_transfer_to_cuda_is_non_blocking(monkeypatch):
     "The learner moves x, y and the indices with non_blocking=True (no host sync per batch); spied on Tensor.to."
-    from astlab.learner import Learner
+    from astlab.engine.learner import Learner
     model = torch.nn.Linear(4, 2)
     learn = Learner(model, None, None, torch.optim.SGD(model.parameters(), lr=0.1), device='cuda')
     calls = []
