@@ -69,7 +69,7 @@ for name, model_name, size, bs, reps in CASES:
             significance(logits, y).sum().item()          # the score pass ends with the scores on the host side too
     def sel():
         for _ in range(reps):
-            xs, ys, w = step.select(x, y); step._unfreeze()   # no train forward here: switch BN tracking back on
+            xs, ys, w = step.select(x, y); step.unfreeze()   # no train forward here: switch BN tracking back on
     fns = dict(bare=bare, select=sel)
     times = {k: [] for k in fns}; others = {k: [] for k in fns}
     for r in range(WARMUP + ROUNDS):

@@ -144,10 +144,11 @@ def _freeze_running_stats(self:SparseStep):
     self._frozen = _tracking_bns(self.model)
     for m in self._frozen: m.track_running_stats = False
     if self._frozen and self.unfreeze_hook:            # after that forward
-        self._hook = self.model.register_forward_hook(lambda *a: self._unfreeze())
+        self._hook = self.model.register_forward_hook(lambda *a: self.unfreeze())
 
 @patch
-def _unfreeze(self:SparseStep):
+def unfreeze(self:SparseStep):
+    "BatchNorm layers track running statistics again (called once the selected samples' train forward is done)."
     for m in self._frozen: m.track_running_stats = True
     self._frozen = []
     if self._hook is not None: self._hook.remove(); self._hook = None
@@ -166,7 +167,7 @@ def subset(self:SparseStep,
            prune:bool=True,  # False: train this batch whole (a schedule's warm-up, anneal or interrupt batch)
           ) -> tuple:        # (x subset, y subset); `last_mask` and `last_weights` (None: unweighted) describe them
     "`select` without the unit weights: the trainer's entry point (`astlab.methods.per_batch.SelectionCB`)."
-    self._unfreeze()                                   # in case the last subset was never forwarded
+    self.unfreeze()                                   # in case the last subset was never forwarded
     if y is None: y = self._labels(x)
     n = len(y)
     if self.device is None: self._setup(y.device)

@@ -234,7 +234,7 @@ class RunMeter:
         self._energy_base_j = self._energy_last_j = 0.0  # J before the current EnergyMeter started / at last end_epoch
         self._energy_sum_j = 0.0                         # closed epochs' energy summed over ranks
 
-    def _energy_j(self) -> float:
+    def energy_joules(self) -> float:
         "Joules used by the run so far (starts the energy meter on first use)."
         if self.energy is None: return 0.0
         if not self.energy.started: self.energy.start()
@@ -243,7 +243,7 @@ class RunMeter:
     def start_epoch(self):
         "Reset the epoch's counters (and start the energy meter on first use)."
         self.epoch = dict.fromkeys(_COUNTS, 0)
-        self._energy_j()
+        self.energy_joules()
         return self
 
     def add(self, seen:int=0, # samples in the batches
@@ -253,7 +253,7 @@ class RunMeter:
            ):
         "Add counts in bulk (e.g. once per epoch from device-side accumulators)."
         e = self.epoch
-        if self.energy is not None and not self.energy.started: self._energy_j()
+        if self.energy is not None and not self.energy.started: self.energy_joules()
         e['seen'] += int(seen); e['scored'] += int(scored); e['trained'] += int(trained)
         for s in step_times: e['steps'] += 1; e['step_s'] += float(s)
         return self
@@ -268,7 +268,7 @@ class RunMeter:
         flops = e['scored'] * self.fwd + e['trained'] * self.fwd_bwd
         for k in _COUNTS: t[k] += e[k]
         t['flops'] += flops
-        now = self._energy_j()
+        now = self.energy_joules()
         epoch_j, self._energy_last_j = now - self._energy_last_j, now
         if self.reduce is not None: epoch_j = self.reduce(epoch_j)[0]   # every rank's GPU (or proxy) counts
         self._energy_sum_j += epoch_j
@@ -300,7 +300,7 @@ def state_dict(self:RunMeter) -> dict:
     "Everything needed to resume, as plain Python values."
     return copy.deepcopy(dict(fwd=self.fwd, fwd_bwd=self.fwd_bwd, flops_source=self.flops_source,
                               total=self.total, epoch=self.epoch, history=self.history,
-                              energy_j=self._energy_j() if self.energy is not None else 0.0,
+                              energy_j=self.energy_joules() if self.energy is not None else 0.0,
                               energy_last_j=self._energy_last_j, energy_sum_j=self._energy_sum_j))
 
 @patch

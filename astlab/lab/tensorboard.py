@@ -53,13 +53,13 @@ class TensorBoardCB(Callback):
             if cb is not None and hasattr(cb, 'seen'):
                 seen, scored, trained = int(cb.seen), int(cb.scored), int(cb.trained)
                 w.add_scalar('step/rate', trained / max(seen, 1), self.n)
-                if cb._score_threshold() is not None: w.add_scalar('step/threshold', cb._score_threshold(), self.n)
+                if cb.score_threshold() is not None: w.add_scalar('step/threshold', cb.score_threshold(), self.n)
                 if self.meter is not None:
                     m = self.meter
                     flops = m.total['flops'] + sum(m.epoch[k] * f for k, f in (('scored', m.fwd), ('trained', m.fwd_bwd)))
                     flops += scored * m.fwd + trained * m.fwd_bwd        # this epoch's batches so far
                     w.add_scalar('step/flops_g', flops / 1e9, self.n)
-                    if m.energy is not None: w.add_scalar('step/energy_kj', m._energy_j() / 1e3, self.n)
+                    if m.energy is not None: w.add_scalar('step/energy_kj', m.energy_joules() / 1e3, self.n)
         self.n += 1
 
     _epoch_keys = ('train_acc', 'val_acc', 'val_loss', 'activation_rate', 'threshold', 'est_flops_g', 'epoch_flops_g',

@@ -139,7 +139,7 @@ class SelectionCB(Callback):
         L.train_idx = st.last_idx                   # the dataset indices of the samples this pass trains
 
     def after_pred(self):
-        self.step._unfreeze()                # the train forward is done (validation must see tracked statistics again)
+        self.step.unfreeze()                # the train forward is done (validation must see tracked statistics again)
         L, c = self.learn, self.step.counts
         if not L.training: return
         if self.step.queue is not None:      # a gathered pass: the accuracy of its samples that had no score pass
@@ -157,7 +157,7 @@ class SelectionCB(Callback):
 
     def after_batch(self):
         L = self.learn
-        self.step._unfreeze()
+        self.step.unfreeze()
         if self.bn is not None: self.bn.restore()
         if self._deferred():
             v = L.agree_batch(); self.selector.update(v['sel_trained'], v['sel_n'])
@@ -176,9 +176,9 @@ class SelectionCB(Callback):
         self.epoch_stats = dict(seen=seen, scored=scored, trained=trained,
                                 train_acc=correct / max(acc_n, 1),
                                 activation_rate=trained / max(seen, 1),
-                                threshold=self._score_threshold(), rel_threshold=self.selector.threshold)
+                                threshold=self.score_threshold(), rel_threshold=self.selector.threshold)
 
-    def _score_threshold(self):
+    def score_threshold(self):
         "The last threshold in score units (for `ast` with batch normalisation: relative threshold × batch median)."
         t = getattr(self.selector, 'score_threshold', None)
         return float(t) if t is not None else self.selector.threshold
