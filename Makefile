@@ -40,7 +40,7 @@ nbtest: install
 	$(VENV)/bin/nbdev-test --n-workers 2
 
 pytest: install browser
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=15
 
 ## The long tests `make test` leaves out (marked `slow`: benchmark smoke runs, multi-process and real-signal runs)
 ## and the notebooks' slow cells; about as long again as `make test`

@@ -79,7 +79,7 @@ except ImportError as e:
 
 if args.dry_run:
     device, amp_dtype, amp_note = torch.device('cpu'), None, 'dry run on CPU: fp32'
-    HP.update(image_size=64, batch_size=8, steps_per_epoch=2, warmup_epochs=1, epochs=1, piece_repeats=2, data_batches=1)
+    HP.update(image_size=32, batch_size=8, steps_per_epoch=2, warmup_epochs=1, epochs=1, piece_repeats=2, data_batches=1)
     HP['cudnn_benchmark'] = args.cudnn_benchmark   # (no cudnn here: exercises the shape warm-up's code path)
 else:
     device = torch.device('cuda', torch.cuda.current_device())
