@@ -36,14 +36,15 @@ def test_bad_budget_or_method_exits_2_before_any_work(tmp_path):
              "epochs": ["--budgets", "0.5", "--methods", "ast", "--epochs", "0"],
              "early_stop": ["--budgets", "0.5", "--methods", "ast", "--set", "training.early_stop_patience=2"]}
     procs = {k: start(tmp_path, *a, "--out", tmp_path/k) for k, a in cases.items()}
+    errs = {}
     for k, p in procs.items():
-        rc, out, err = finish(p)
-        assert rc == 2, (k, rc, err[-2000:])
-        lines = err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: "), err
+        rc, out, errs[k] = finish(p)
+        assert rc == 2, (k, rc, errs[k][-2000:])
+        lines = errs[k].strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), errs[k]
         assert not (tmp_path/k).exists(), f"{k}: work started before the input was checked"
-    assert "bad budget '1.5'" in finish(start(tmp_path, *cases["budget"]))[2]
-    assert "--allow-early-stop" in finish(start(tmp_path, *cases["early_stop"], "--out", tmp_path/"es"))[2]
+    assert "bad budget '1.5'" in errs["budget"] and "unknown method 'asst'" in errs["method"]
+    assert "--allow-early-stop" in errs["early_stop"] and "--epochs" in errs["epochs"]
 
 
 def test_tiny_comparison_schema_and_resume(tmp_path):
