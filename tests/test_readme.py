@@ -38,3 +38,17 @@ def test_layout_table_lists_every_notebook():
 def test_readme_spells_out_the_imagefolder_layout():
     text = (ROOT/'README.md').read_text()
     assert 'one sub-folder per class' in text and 'train/cat/' in text and 'val/cat/' in text
+
+
+def test_every_relative_link_resolves():
+    "README.md (links from the repository root) and each notebook (links from its own folder) point at files that exist."
+    import json, re
+    def dead(text, base):
+        links = re.findall(r'!?\[[^\]]*\]\(([^)\s]+)\)', text)
+        return [t for t in links if not re.match(r'(https?:|mailto:|#)', t) and not (base/t.split('#')[0]).exists()]
+    bad = [('README.md', t) for t in dead((ROOT/'README.md').read_text(), ROOT)]
+    for p in (ROOT/'nbs').rglob('*.ipynb'):
+        if p.name == 'index.ipynb': continue          # rendered to README.md: its links are the README's
+        for c in json.loads(p.read_text())['cells']:
+            if c['cell_type'] == 'markdown': bad += [(p.name, t) for t in dead(''.join(c['source']), p.parent)]
+    assert not bad, bad
