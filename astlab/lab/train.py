@@ -251,7 +251,9 @@ def flat_items(d, pre=''):
 def check_resumable(cfg:Config, meta:dict, path):
     "A `CheckpointError` naming the keys if the checkpoint's config trains something else than `cfg`."
     old, new = dict(flat_items(meta['config'])), dict(flat_items(redact(cfg.to_dict())))
-    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and not k.startswith(_RESUME_FREE)]
+    default = dict(flat_items(Config().to_dict()))    # a key added by a later astlab is unchanged at its default value
+    old = {k: old[k] if k in old else default.get(k) for k in set(old) | set(new)}
+    diff = [k for k in sorted(old) if old[k] != new.get(k) and not k.startswith(_RESUME_FREE)]
     if diff:
         changes = ', '.join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
         raise CheckpointError(f"checkpoint {path} was made with a different config ({changes}): "
